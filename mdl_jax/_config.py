@@ -1,0 +1,145 @@
+"""Run configurations: a frozen dataclass read from JSON or TOML, plus ``key=value`` overrides."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import tomllib
+import typing
+from pathlib import Path
+from typing import Any
+
+from mdl_jax._spec import METHODS
+
+
+class ConfigError(ValueError):
+    """A configuration that names an unknown key or holds a value of the wrong type."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Everything a training sweep needs; the grid is methods x seeds x modes x learning_rates.
+
+    Attributes:
+      dataset: ``mnist``, ``fashion_mnist``, ... (read from ``data_dir`` when given, else TFDS),
+        or ``gaussian_mixture`` (the letter's Eq. 2).
+      data_dir: folder of MNIST-format IDX files; ``None`` falls back to ``$MDL_DATA_DIR``,
+        then to TFDS.
+      widths: layer widths ``N_0 .. N_L``.
+      methods: any of ``mdl``, ``mdl_1l1p``, ``two_factor``, ``bp``, ``svd``.
+      modes: mode counts to sweep (one per run, same p in every layer; ignored by ``bp``).
+        An empty list gives ``svd`` its full rank.
+      seeds: integer seeds; runs of one seed share their data order.
+      learning_rates: initial learning rates.
+      epochs: epochs to train.
+      batch_size: minibatch size.
+      lr_halving_epochs: the learning rate halves every this many epochs.
+      weight_decay: decoupled weight decay (AdamW).
+      svd_orthogonality: weight of the SVD orthogonality penalty.
+      svd_sparsity: weight of the SVD sparsity penalty.
+      dtype: ``float32`` or ``float64`` (the latter needs ``JAX_ENABLE_X64=1``).
+      checkpoint_every: write a checkpoint every this many epochs (0: never).
+    """
+
+    dataset: str = "mnist"
+    data_dir: str | None = None
+    widths: tuple[int, ...] = (784, 100, 100, 10)
+    methods: tuple[str, ...] = ("mdl",)
+    modes: tuple[int, ...] = (30,)
+    seeds: tuple[int, ...] = (0,)
+    learning_rates: tuple[float, ...] = (3e-3,)
+    epochs: int = 20
+    batch_size: int = 100
+    lr_halving_epochs: int = 50
+    weight_decay: float = 1e-4
+    svd_orthogonality: float = 30.0
+    svd_sparsity: float = 1.0
+    dtype: str = "float32"
+    checkpoint_every: int = 1
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+_TYPES = typing.get_type_hints(TrainConfig)
+
+
+def _unknown_key(key: str) -> ConfigError:
+    close = difflib.get_close_matches(key, _FIELDS, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return ConfigError(f"unknown config key {key!r}{hint}; known keys: {', '.join(_FIELDS)}")
+
+
+def _coerce(key: str, value: Any) -> Any:
+    """Checks and converts ``value`` to the type of field ``key``; scalars become 1-tuples."""
+    kind = _TYPES[key]
+    origin = typing.get_origin(kind)
+
+    def scalar(v, t):
+        if t is float and isinstance(v, int) and not isinstance(v, bool):
+            return float(v)
+        if not isinstance(v, t) or isinstance(v, bool):
+            raise ConfigError(f"config key {key!r} needs {t.__name__} values, got {v!r}")
+        return v
+
+    if origin is tuple:
+        item = typing.get_args(kind)[0]
+        values = value if isinstance(value, (list, tuple)) else [value]
+        return tuple(scalar(v, item) for v in values)
+    if value is None and type(None) in typing.get_args(kind):
+        return None
+    base = next((t for t in (typing.get_args(kind) or (kind,)) if t is not type(None)), kind)
+    return scalar(value, base)
+
+
+def make_config(values: dict[str, Any] | None = None, base: TrainConfig | None = None) -> TrainConfig:
+    """A :class:`TrainConfig` from ``base`` (default: the defaults) updated with ``values``.
+
+    Raises:
+      ConfigError: an unknown key (with the closest known one), a value of the wrong type, or
+        a setting that cannot work (unknown method, epochs < 1, ...).
+    """
+    updates = {}
+    for key, value in (values or {}).items():
+        if key not in _FIELDS:
+            raise _unknown_key(key)
+        updates[key] = _coerce(key, value)
+    config = dataclasses.replace(base or TrainConfig(), **updates)
+    for method in config.methods:
+        if method not in METHODS:
+            raise ConfigError(f"unknown method {method!r} in 'methods'; choose from {', '.join(METHODS)}")
+    for key in ("epochs", "batch_size", "lr_halving_epochs"):
+        if getattr(config, key) < 1:
+            raise ConfigError(f"{key!r} must be >= 1, got {getattr(config, key)}")
+    if not config.seeds or not config.methods or not config.learning_rates:
+        raise ConfigError("'methods', 'seeds' and 'learning_rates' each need at least one value")
+    if config.dtype not in ("float32", "float64"):
+        raise ConfigError(f"'dtype' must be float32 or float64, got {config.dtype!r}")
+    return config
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """Reads a ``.json`` or ``.toml`` config file into a plain dict (not yet validated)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        if path.suffix == ".toml":
+            return tomllib.loads(path.read_text())
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as err:
+        raise ConfigError(f"config file {path} is not valid {path.suffix[1:].upper()}: {err}") from None
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``key=value`` with ``value`` read as JSON when it parses (``modes=[10,20]``), else a string."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"override {text!r} must look like key=value, e.g. epochs=5 or modes=[10,20]")
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    return key.strip(), value

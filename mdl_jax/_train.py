@@ -1,0 +1,350 @@
+"""Training: one epoch is a ``lax.scan`` of AdamW steps; a sweep is that epoch under ``vmap``.
+
+The static half of a program is a :class:`Recipe` (architecture padded to ``p_max``, batch
+size, schedule, penalties, dtype). Everything that differs between runs of one sweep is a
+traced :class:`RunHparams` (PRNG key, learning rate, mode mask), so one compilation trains a
+whole grid of seeds x mode counts x learning rates::
+
+    sweep = build_sweep([784, 100, 100, 10], "mdl", modes=[10, 20, 30], seeds=range(5),
+                        learning_rates=[3e-3])
+    result = train(sweep.recipe, sweep.runs, dataset, epochs=20)
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from mdl_jax._data import Dataset
+from mdl_jax._models import apply, init_params, param_count, penalty
+from mdl_jax._spec import NetworkSpec, SpecError, make_spec
+
+
+class Recipe(NamedTuple):
+    """Static training settings; fixes every shape of the compiled program.
+
+    Attributes:
+      spec: the architecture, with each layer padded to the largest mode count of the sweep.
+      batch_size: minibatch size (100 in the letter).
+      lr_halving_epochs: the learning rate halves every this many epochs (staircase).
+      weight_decay: decoupled weight decay on every trainable array (1e-4).
+      svd_orthogonality: weight of the orthogonality penalty (``svd`` only).
+      svd_sparsity: weight of the ``||s||_1 / ||s||_2`` penalty (``svd`` only).
+      dtype: floating dtype of parameters and computation.
+    """
+
+    spec: NetworkSpec
+    batch_size: int = 100
+    lr_halving_epochs: int = 50
+    weight_decay: float = 1e-4
+    svd_orthogonality: float = 30.0
+    svd_sparsity: float = 1.0
+    dtype: str = "float32"
+
+
+class RunHparams(NamedTuple):
+    """Per-run traced inputs; a sweep stacks them along a leading run axis."""
+
+    key: jax.Array  # PRNGKey(seed): derives the initial parameters and every epoch's shuffle
+    learning_rate: jax.Array  # initial learning rate, ()
+    mode_mask: tuple[jax.Array, ...]  # one 0/1 vector (p_max_l,) per layer; () for bp
+
+
+class TrainState(NamedTuple):
+    params: dict[str, list[jax.Array]]
+    opt_state: optax.OptState
+
+
+class EpochMetrics(NamedTuple):
+    """Metrics of one epoch (a run axis in front in a sweep)."""
+
+    train_loss: jax.Array  # mean minibatch cross-entropy (without penalties) over the epoch
+    train_accuracy: jax.Array  # mean minibatch accuracy over the epoch
+    test_loss: jax.Array  # cross-entropy on the whole test set after the epoch
+    test_accuracy: jax.Array  # accuracy on the whole test set after the epoch
+
+
+class DataArrays(NamedTuple):
+    train_images: jax.Array
+    train_labels: jax.Array
+    test_images: jax.Array
+    test_labels: jax.Array
+
+
+class RunInfo(NamedTuple):
+    """Host-side description of one run of a sweep."""
+
+    method: str
+    modes: tuple[int, ...]
+    seed: int
+    learning_rate: float
+    param_count: int
+
+
+class Sweep(NamedTuple):
+    recipe: Recipe
+    runs: RunHparams
+    infos: list[RunInfo]
+
+
+class TrainResult(NamedTuple):
+    state: TrainState  # final state, leading run axis
+    initial_test_accuracy: np.ndarray  # (runs,)
+    metrics: EpochMetrics  # numpy arrays of shape (epochs, runs)
+    wall_time_s: float
+
+
+def _optimizer(recipe: Recipe, learning_rate: jax.Array, steps_per_epoch: int):
+    schedule = optax.exponential_decay(
+        learning_rate, transition_steps=recipe.lr_halving_epochs * steps_per_epoch,
+        decay_rate=0.5, staircase=True,
+    )
+    return optax.adamw(schedule, b1=0.9, b2=0.999, eps=1e-8, weight_decay=recipe.weight_decay)
+
+
+def _loss(params, images, labels, run: RunHparams, recipe: Recipe):
+    logits = apply(params, images, spec=recipe.spec, mode_mask=run.mode_mask)
+    cross_entropy = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+    extra = penalty(
+        params, recipe.spec, run.mode_mask,
+        orthogonality=recipe.svd_orthogonality, sparsity=recipe.svd_sparsity,
+    )
+    accuracy = jnp.mean(jnp.argmax(logits, -1) == labels)
+    return cross_entropy + extra, (cross_entropy, accuracy)
+
+
+def init_state(run: RunHparams, *, recipe: Recipe) -> TrainState:
+    """Initial parameters (from ``fold_in(run.key, 0)``) and optimizer state of one run."""
+    params = init_params(jax.random.fold_in(run.key, 0), recipe.spec, dtype=jnp.dtype(recipe.dtype))
+    return TrainState(params, _optimizer(recipe, run.learning_rate, 1).init(params))
+
+
+def evaluate(params, run: RunHparams, images, labels, *, recipe: Recipe) -> tuple[jax.Array, jax.Array]:
+    """Mean cross-entropy and accuracy of one run on ``(images, labels)``."""
+    logits = apply(params, images, spec=recipe.spec, mode_mask=run.mode_mask)
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+    return loss, jnp.mean(jnp.argmax(logits, -1) == labels)
+
+
+def _train_epoch_shared_order(
+    states: TrainState, runs: RunHparams, data: DataArrays, epoch: jax.Array, *, recipe: Recipe
+) -> tuple[TrainState, EpochMetrics]:
+    """One epoch of a group of runs that share a seed, hence a data order (leading axis C).
+
+    Every run of the group sees the same minibatches, so the first layer's products of the
+    group become one wide matrix product ``x @ [xi_hat_1 ... xi_hat_C]`` instead of C thin ones.
+    """
+    n_train = data.train_images.shape[0]
+    steps = n_train // recipe.batch_size
+    key = jax.random.fold_in(jax.random.fold_in(runs.key[0], 1), epoch)
+    batches = jax.random.permutation(key, n_train)[: steps * recipe.batch_size]
+    batches = batches.reshape(steps, recipe.batch_size)
+    grad_fn = jax.value_and_grad(_loss, has_aux=True)
+
+    def run_step(state: TrainState, run: RunHparams, images, labels):
+        (_, (loss, accuracy)), grads = grad_fn(state.params, images, labels, run, recipe)
+        optimizer = _optimizer(recipe, run.learning_rate, steps)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        return TrainState(optax.apply_updates(state.params, updates), opt_state), (loss, accuracy)
+
+    def step(states: TrainState, batch: jax.Array):
+        images, labels = data.train_images[batch], data.train_labels[batch]
+        return jax.vmap(run_step, in_axes=(0, 0, None, None))(states, runs, images, labels)
+
+    states, (losses, accuracies) = jax.lax.scan(step, states, batches)
+    test_loss, test_accuracy = jax.vmap(
+        lambda params, run: evaluate(params, run, data.test_images, data.test_labels, recipe=recipe)
+    )(states.params, runs)
+    return states, EpochMetrics(losses.mean(0), accuracies.mean(0), test_loss, test_accuracy)
+
+
+def train_epoch(
+    state: TrainState, run: RunHparams, data: DataArrays, epoch: jax.Array, *, recipe: Recipe
+) -> tuple[TrainState, EpochMetrics]:
+    """One epoch of one run: reshuffle, ``n_train // batch_size`` AdamW steps, test.
+
+    The shuffle of epoch ``e`` comes from ``fold_in(fold_in(run.key, 1), e)``, so an epoch
+    can be replayed or resumed on its own, and runs with one seed see the same minibatches.
+    The last partial minibatch is dropped.
+    """
+    expand = functools.partial(jax.tree.map, lambda leaf: leaf[None])
+    states, metrics = _train_epoch_shared_order(expand(state), expand(run), data, epoch, recipe=recipe)
+    return jax.tree.map(lambda leaf: leaf[0], (states, metrics))
+
+
+@functools.lru_cache(maxsize=None)
+def compiled_sweep_fns(recipe: Recipe, streams: int | None = None):
+    """``(init, epoch, evaluate)`` for a sweep, jitted once per recipe and data layout.
+
+    ``epoch(state, runs, data, epoch)`` trains every run (leading run axis R) for one epoch.
+    With ``streams = S``, the R runs are taken as S consecutive groups of ``R // S`` runs that
+    share a seed, so each group shares its minibatches (see :func:`_train_epoch_shared_order`);
+    ``None`` treats every run as its own group.
+    """
+
+    def epoch_fn(state: TrainState, runs: RunHparams, data: DataArrays, epoch: jax.Array):
+        groups = streams or jax.tree.leaves(runs)[0].shape[0]
+        split = functools.partial(jax.tree.map, lambda a: a.reshape((groups, -1) + a.shape[1:]))
+        merge = functools.partial(jax.tree.map, lambda a: a.reshape((-1,) + a.shape[2:]))
+        grouped = functools.partial(_train_epoch_shared_order, recipe=recipe)
+        state, metrics = jax.vmap(grouped, in_axes=(0, 0, None, None))(
+            split(state), split(runs), data, epoch
+        )
+        return merge(state), merge(metrics)
+
+    init = jax.jit(jax.vmap(functools.partial(init_state, recipe=recipe)))
+    test = jax.jit(
+        jax.vmap(
+            lambda state, run, x, y: evaluate(state.params, run, x, y, recipe=recipe)[1],
+            in_axes=(0, 0, None, None),
+        )
+    )
+    return init, jax.jit(epoch_fn, donate_argnums=0), test
+
+
+def seed_streams(runs: RunHparams) -> int | None:
+    """Number S of seed groups if the runs are S equal consecutive blocks of one key each."""
+    keys = np.asarray(runs.key).reshape(len(runs.key), -1)
+    n_runs = len(keys)
+    streams = len(np.unique(keys, axis=0))
+    if n_runs % streams:
+        return None
+    blocks = keys.reshape(streams, n_runs // streams, -1)
+    return streams if (blocks == blocks[:, :1]).all() else None
+
+
+def data_arrays(dataset: Dataset, dtype: str = "float32") -> DataArrays:
+    """Puts a dataset on the default device once, in the recipe's dtype."""
+    return DataArrays(
+        jnp.asarray(dataset.train_images, dtype), jnp.asarray(dataset.train_labels),
+        jnp.asarray(dataset.test_images, dtype), jnp.asarray(dataset.test_labels),
+    )
+
+
+def train(
+    recipe: Recipe,
+    runs: RunHparams,
+    dataset: Dataset | DataArrays,
+    *,
+    epochs: int,
+    state: TrainState | None = None,
+    start_epoch: int = 0,
+    on_epoch: Callable[[int, TrainState, EpochMetrics], Any] | None = None,
+) -> TrainResult:
+    """Trains every run of a sweep for ``epochs`` epochs in one compiled program.
+
+    Args:
+      recipe: static settings (see :func:`build_sweep`).
+      runs: per-run hyper-parameters with a leading run axis.
+      dataset: the data, shared by all runs.
+      epochs: number of epochs to train (counted from ``start_epoch``).
+      state: a state to continue from (e.g. a checkpoint); default: fresh initialisation.
+      start_epoch: index of the first epoch to run (selects its shuffle and schedule step).
+      on_epoch: called after every epoch with ``(epoch_index, state, metrics)``, metrics as
+        host numpy arrays of shape ``(runs,)``; the one host round-trip of each epoch.
+
+    Returns:
+      A :class:`TrainResult` with the final state and the per-epoch metrics.
+    """
+    data = dataset if isinstance(dataset, DataArrays) else data_arrays(dataset, recipe.dtype)
+    _check_data(recipe.spec, data)
+    init, epoch_fn, test_fn = compiled_sweep_fns(recipe, seed_streams(runs))
+    start = time.perf_counter()
+    if state is None:
+        state = init(runs)
+    initial_accuracy = np.asarray(test_fn(state, runs, data.test_images, data.test_labels))
+    history = []
+    for epoch in range(start_epoch, start_epoch + epochs):
+        state, metrics = epoch_fn(state, runs, data, jnp.asarray(epoch, jnp.int32))
+        metrics = jax.device_get(metrics)
+        history.append(metrics)
+        if on_epoch is not None:
+            on_epoch(epoch, state, metrics)
+    jax.block_until_ready(state)
+    stacked = (
+        EpochMetrics(*(np.stack(field) for field in zip(*history)))
+        if history else EpochMetrics(*(np.zeros((0, len(initial_accuracy))),) * 4)
+    )
+    return TrainResult(state, initial_accuracy, stacked, time.perf_counter() - start)
+
+
+def _check_data(spec: NetworkSpec, data: DataArrays) -> None:
+    n_in, n_out = spec.widths[0], spec.widths[-1]
+    if data.train_images.shape[1] != n_in:
+        raise SpecError(
+            f"the input width N_0 = {n_in} does not match the data's {data.train_images.shape[1]} "
+            f"features per example: set widths[0] = {data.train_images.shape[1]}"
+        )
+    num_classes = int(max(jnp.max(data.train_labels), jnp.max(data.test_labels))) + 1
+    if n_out < num_classes:
+        raise SpecError(
+            f"the output width N_L = {n_out} is smaller than the data's {num_classes} classes: "
+            f"set widths[-1] = {num_classes}"
+        )
+
+
+def mode_mask(modes: Sequence[int], padded: Sequence[int], dtype: str = "float32") -> tuple[jax.Array, ...]:
+    """0/1 masks with the first ``modes[l]`` of ``padded[l]`` modes active in each layer."""
+    return tuple((jnp.arange(q) < p).astype(dtype) for p, q in zip(modes, padded))
+
+
+def build_sweep(
+    widths: Sequence[int],
+    method: str,
+    *,
+    modes: Iterable[int | Sequence[int] | None] = (None,),
+    seeds: Iterable[int] = (0,),
+    learning_rates: Iterable[float] = (3e-3,),
+    **recipe_kwargs,
+) -> Sweep:
+    """The grid ``modes x seeds x learning_rates`` of one method as a single program.
+
+    Every layer is padded to the largest mode count of the grid, and each run carries a mask
+    that switches its extra modes off.
+
+    Args:
+      widths: ``(N_0, ..., N_L)``.
+      method: one of :data:`mdl_jax.METHODS`.
+      modes: mode counts to sweep, each one int for every layer or one per layer; ``None``
+        for ``bp`` (and for full-rank ``svd``).
+      seeds: integer seeds.
+      learning_rates: initial learning rates.
+      **recipe_kwargs: the other fields of :class:`Recipe`.
+
+    Raises:
+      SpecError: for an invalid architecture or an empty grid.
+    """
+    specs = [make_spec(widths, p, method) for p in modes]
+    seeds, learning_rates = list(seeds), [float(lr) for lr in learning_rates]
+    if not specs or not seeds or not learning_rates:
+        raise SpecError("a sweep needs at least one mode count, one seed and one learning rate")
+    for lr in learning_rates:
+        if not lr > 0:
+            raise SpecError(f"learning rates must be > 0, got {lr}")
+    padded = tuple(max(s.modes[l] for s in specs) for l in range(len(specs[0].modes)))
+    recipe = Recipe(spec=make_spec(widths, padded or None, method), **recipe_kwargs)
+    # Seed-major order: the runs of one seed are consecutive and share their minibatches.
+    grid = list(itertools.product(seeds, specs, learning_rates))
+    infos = [RunInfo(method, s.modes, int(seed), lr, param_count(s)) for seed, s, lr in grid]
+    runs = RunHparams(
+        key=jnp.stack([jax.random.PRNGKey(info.seed) for info in infos]),
+        learning_rate=jnp.asarray([info.learning_rate for info in infos], recipe.dtype),
+        mode_mask=tuple(
+            jnp.stack(layer)
+            for layer in zip(*(mode_mask(info.modes, padded, recipe.dtype) for info in infos))
+        ),
+    )
+    return Sweep(recipe, runs, infos)
+
+
+def select_run(tree, index: int):
+    """Run ``index`` of a pytree with a leading run axis."""
+    return jax.tree.map(lambda leaf: leaf[index], tree)
