@@ -168,7 +168,7 @@ def load_tfds(name: str = "mnist", *, tfds_data_dir: str | None = None) -> Datas
     for split in ("train", "test"):
         try:
             source = tfds.data_source(name, split=split, data_dir=tfds_data_dir)
-            records = source.__getitems__(range(len(source)))
+            records = [source[i] for i in range(len(source))]
         except Exception as err:  # TFDS raises many types; all mean the same to the user.
             raise DataError(
                 f"could not load {name!r} ({split}) through TFDS: {err}. Without network access, "

@@ -185,15 +185,18 @@ def train_and_evaluate(
         if remaining > 0 or method not in histories:
             wall_before = histories[method].wall if method in histories else 0.0
             started = time.perf_counter()
-            if method not in histories:
+            fresh = method not in histories
+            if fresh:
                 histories[method] = _History(np.zeros(len(sweep.infos)), [], 0.0)
-            result = train(
+
+            def on_start(accuracy, history=histories[method], fresh=fresh):
+                if fresh:
+                    history.initial = accuracy
+
+            state = train(
                 sweep.recipe, sweep.runs, data, epochs=remaining, state=state, start_epoch=done,
-                on_epoch=on_epoch,
-            )
-            if done == 0:
-                histories[method].initial = result.initial_test_accuracy
-            state = result.state
+                on_start=on_start, on_epoch=on_epoch,
+            ).state
             rewrite_metrics()
         bar.close()
         history = histories[method]

@@ -237,6 +237,7 @@ def train(
     epochs: int,
     state: TrainState | None = None,
     start_epoch: int = 0,
+    on_start: Callable[[np.ndarray], Any] | None = None,
     on_epoch: Callable[[int, TrainState, EpochMetrics], Any] | None = None,
 ) -> TrainResult:
     """Trains every run of a sweep for ``epochs`` epochs in one compiled program.
@@ -248,6 +249,7 @@ def train(
       epochs: number of epochs to train (counted from ``start_epoch``).
       state: a state to continue from (e.g. a checkpoint); default: fresh initialisation.
       start_epoch: index of the first epoch to run (selects its shuffle and schedule step).
+      on_start: called with the test accuracy of the starting state, ``(runs,)``.
       on_epoch: called after every epoch with ``(epoch_index, state, metrics)``, metrics as
         host numpy arrays of shape ``(runs,)``; the one host round-trip of each epoch.
 
@@ -261,6 +263,8 @@ def train(
     if state is None:
         state = init(runs)
     initial_accuracy = np.asarray(test_fn(state, runs, data.test_images, data.test_labels))
+    if on_start is not None:
+        on_start(initial_accuracy)
     history = []
     for epoch in range(start_epoch, start_epoch + epochs):
         state, metrics = epoch_fn(state, runs, data, jnp.asarray(epoch, jnp.int32))

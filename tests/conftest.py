@@ -1,0 +1,40 @@
+"""Shared fixtures: strict dtype promotion, a tolerance table, small datasets, real MNIST."""
+
+import os
+
+import jax
+import numpy as np
+import pytest
+
+import mdl_jax
+
+# Silent rank and dtype promotion raise in tests (as in diffrax's test suite).
+jax.config.update("jax_numpy_dtype_promotion", "strict")
+
+#: Relative tolerances by dtype for comparisons of two computations of the same quantity.
+RTOL = {"float32": 2e-5, "float64": 1e-10}
+
+
+def random_dataset(seed=0, n_train=600, n_test=200, dim=12, classes=3) -> mdl_jax.Dataset:
+    """A small learnable classification task: labels from a random linear teacher."""
+    rng = np.random.default_rng(seed)
+    teacher = rng.normal(size=(dim, classes))
+    x_train, x_test = rng.random((n_train, dim), np.float32), rng.random((n_test, dim), np.float32)
+    label = lambda x: np.argmax((x - 0.5) @ teacher, axis=1).astype(np.int32)
+    return mdl_jax.Dataset("random", x_train, label(x_train), x_test, label(x_test), classes)
+
+
+@pytest.fixture(scope="session")
+def small_data():
+    return random_dataset()
+
+
+@pytest.fixture(scope="session")
+def mnist():
+    """Real MNIST from $MDL_DATA_DIR; skipped when unset, except in CI where it must be there."""
+    folder = os.environ.get(mdl_jax.DATA_DIR_ENV)
+    if not folder:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must set {mdl_jax.DATA_DIR_ENV} to the MNIST folder")
+        pytest.skip(f"needs real MNIST: set {mdl_jax.DATA_DIR_ENV} to a folder of its IDX files")
+    return mdl_jax.load_idx_folder(folder)

@@ -1,0 +1,109 @@
+"""Config and command line: errors name the fix; workdirs are complete; resume is exact."""
+
+import json
+
+import jax
+import numpy as np
+import pytest
+
+import mdl_jax
+from mdl_jax import ConfigError
+from mdl_jax._cli import main
+from mdl_jax._config import parse_override, read_config_file
+
+TINY = {"dataset": "gaussian_mixture", "widths": [2, 6, 2], "modes": [2, 3], "seeds": [0, 1],
+        "epochs": 3, "learning_rates": [0.03]}
+
+
+@pytest.fixture(autouse=True)
+def _standard_promotion():
+    with jax.numpy_dtype_promotion("standard"):  # optax's Adam needs it, see test_train.py
+        yield
+
+
+def test_unknown_key_suggests_the_right_one():
+    with pytest.raises(ConfigError, match="unknown config key 'epoch' \\(did you mean 'epochs'\\?\\)"):
+        mdl_jax.make_config({"epoch": 3})
+
+
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"epochs": "ten"}, "'epochs' needs int values"),
+        ({"modes": [10, "x"]}, "'modes' needs int values"),
+        ({"methods": ["mdl", "mlp"]}, "unknown method 'mlp'"),
+        ({"epochs": 0}, "'epochs' must be >= 1"),
+        ({"seeds": []}, "at least one value"),
+        ({"dtype": "bfloat16"}, "float32 or float64"),
+    ],
+)
+def test_bad_values_raise_clear_errors(values, message):
+    with pytest.raises(ConfigError, match=message):
+        mdl_jax.make_config(values)
+
+
+def test_scalars_become_lists_and_overrides_parse():
+    config = mdl_jax.make_config({"modes": 30, "learning_rates": 1, "methods": "bp"})
+    assert config.modes == (30,) and config.learning_rates == (1.0,) and config.methods == ("bp",)
+    assert parse_override("modes=[10,20]") == ("modes", [10, 20])
+    assert parse_override("dataset=fashion_mnist") == ("dataset", "fashion_mnist")
+    with pytest.raises(ConfigError, match="must look like key=value"):
+        parse_override("epochs")
+
+
+def test_config_files(tmp_path):
+    (tmp_path / "c.toml").write_text('methods = ["mdl", "bp"]\nepochs = 4\n')
+    assert mdl_jax.make_config(read_config_file(tmp_path / "c.toml")).epochs == 4
+    (tmp_path / "bad.json").write_text("{epochs: 4")
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        read_config_file(tmp_path / "bad.json")
+    with pytest.raises(ConfigError, match="does not exist"):
+        read_config_file(tmp_path / "none.json")
+
+
+def test_cli_errors_are_one_line_without_traceback(tmp_path, capsys):
+    assert main(["train", "--set", "epoch=3", "--workdir", str(tmp_path / "w")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("mdl-jax: error: unknown config key 'epoch'") and "Traceback" not in err
+    assert main(["train", "--data-dir", str(tmp_path / "missing"), "--workdir", str(tmp_path / "w")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_train_writes_a_complete_workdir(tmp_path, capsys):
+    config = tmp_path / "tiny.json"
+    config.write_text(json.dumps(TINY))
+    workdir = tmp_path / "run"
+    assert main(["train", "--config", str(config), "--set", "methods=[\"mdl\",\"bp\"]",
+                 "--workdir", str(workdir), "--quiet"]) == 0
+    assert json.loads((workdir / "config.json").read_text())["methods"] == ["mdl", "bp"]
+    lines = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
+    assert len(lines) == (4 + 2) * (3 + 1)  # (2 modes x 2 seeds mdl + 2 seeds bp) x (epochs + init)
+    summary = json.loads((workdir / "summary.json").read_text())["runs"]
+    assert {r["method"] for r in summary} == {"mdl", "bp"}
+    accuracies = [r["final_test_accuracy"] for r in summary]
+    assert min(accuracies) > 0.6 and max(accuracies) > 0.9  # chance is 0.5 on Eq. (2)
+    assert {"modes", "seed", "learning_rate", "param_count", "wall_time_s"} <= set(summary[0])
+    params = mdl_jax.load_params(workdir, "mdl")
+    assert params["xi_hat"][0].shape == (4, 2, 3)  # runs x N_0 x p_max
+    assert "test_acc=" in capsys.readouterr().out
+    # a second run into the same workdir would overwrite it: refused
+    assert main(["train", "--config", str(config), "--workdir", str(workdir), "--quiet"]) == 2
+
+
+def test_resume_after_a_kill_gives_the_uninterrupted_numbers(tmp_path):
+    config = mdl_jax.make_config({**TINY, "methods": ["mdl", "bp"]})
+    mdl_jax.train_and_evaluate(config, tmp_path / "full", progress=False)
+    stopped = mdl_jax.train_and_evaluate(config, tmp_path / "killed", progress=False, stop_after_epoch=2)
+    assert stopped == {"stopped_after_epoch": 2}
+    assert not (tmp_path / "killed" / "summary.json").exists()
+    assert main(["train", "--resume", str(tmp_path / "killed"), "--quiet"]) == 0
+    for name in ("metrics.jsonl",):
+        assert (tmp_path / "full" / name).read_text() == (tmp_path / "killed" / name).read_text()
+    for method in ("mdl", "bp"):
+        full, resumed = (mdl_jax.load_params(tmp_path / d, method) for d in ("full", "killed"))
+        for a, b in zip(jax.tree.leaves(full), jax.tree.leaves(resumed)):
+            np.testing.assert_array_equal(a, b)
+    # resuming a finished sweep retrains nothing and changes nothing
+    before = (tmp_path / "killed" / "metrics.jsonl").read_text()
+    assert main(["train", "--resume", str(tmp_path / "killed"), "--quiet"]) == 0
+    assert (tmp_path / "killed" / "metrics.jsonl").read_text() == before
