@@ -22,6 +22,7 @@ class TrainConfig:
     """Everything a training sweep needs; the grid is methods x seeds x modes x learning_rates.
 
     Attributes:
+      description: free text: what the config is for, its command, run time, expected numbers.
       dataset: ``mnist``, ``fashion_mnist``, ... (read from ``data_dir`` when given, else TFDS),
         or ``gaussian_mixture`` (the letter's Eq. 2).
       data_dir: folder of MNIST-format IDX files; ``None`` falls back to ``$MDL_DATA_DIR``,
@@ -42,6 +43,7 @@ class TrainConfig:
       checkpoint_every: write a checkpoint every this many epochs (0: never).
     """
 
+    description: str = ""
     dataset: str = "mnist"
     data_dir: str | None = None
     widths: tuple[int, ...] = (784, 100, 100, 10)
