@@ -1,0 +1,326 @@
+"""Online learning of a mode-decomposed committee machine: mean-field ODEs and simulated SGD.
+
+Teacher and student have one hidden layer of erf units, ``g(u) = erf(u / sqrt 2)``, and a
+mode-decomposed first layer ``W = xi diag(sigma) xi_hat^T`` (``k x d``); the outputs are
+``y = (1/k) sum_r g(lambda*_r)`` and ``y_hat = (1/m) sum_i g(lambda_i)`` with
+``lambda = W x / sqrt(d)``, ``x ~ N(0, I_d)`` (the letter's Eqs. 4-5). Only the student's
+upstream patterns ``xi_hat`` learn; ``xi`` and ``sigma`` are the teacher's, so ``m = k``.
+
+One SGD step on the loss ``(y_hat - y)^2 / 2`` moves the weights by
+``dW = -(eta / sqrt d) A delta x^T`` with ``A = xi sigma^2 xi^T`` and
+``delta_i = (y_hat - y) g'(lambda_i) / m``. For ``d -> infinity`` the order parameters
+``Q = W W^T / d``, ``M = W W*^T / d`` (``P = W* W*^T / d`` is fixed) follow, in ``t = nu / d``,
+
+.. math::
+    \\dot M = -\\eta A\\, E[\\delta \\lambda^{*T}], \\qquad
+    \\dot Q = -\\eta (A\\, E[\\delta \\lambda^T] + E[\\lambda \\delta^T] A) + \\eta^2 A\\, E[\\delta\\delta^T] A,
+
+with Gaussian expectations over fields of covariance ``[[Q, M], [M^T, P]]`` in closed form
+(Saad & Solla 1995; ``mdl-method-notes.md`` section 5).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import diffrax
+import jax
+import jax.numpy as jnp
+import optax
+
+
+def g(u: jax.Array) -> jax.Array:
+    """The transfer function ``erf(u / sqrt 2)``."""
+    return jax.scipy.special.erf(u / math.sqrt(2.0))
+
+
+def g_prime(u: jax.Array) -> jax.Array:
+    return math.sqrt(2.0 / math.pi) * jnp.exp(-(u**2) / 2)
+
+
+class Committee(NamedTuple):
+    """First layer of a committee machine, ``W = xi diag(sigma) xi_hat^T``."""
+
+    xi_hat: jax.Array  # (d, p) upstream patterns
+    sigma: jax.Array  # (p,) importances
+    xi: jax.Array  # (k, p) downstream patterns
+
+    def weights(self) -> jax.Array:
+        """``W`` of shape ``(k, d)``."""
+        return (self.xi * self.sigma) @ self.xi_hat.T
+
+
+class OrderParameters(NamedTuple):
+    Q: jax.Array  # (m, m) student-student
+    M: jax.Array  # (m, k) student-teacher
+    P: jax.Array  # (k, k) teacher-teacher, fixed
+
+
+def modes_for_load(alpha: float, d: int) -> int:
+    """``p = floor(alpha ln d)``, the number of modes at mode load ``alpha``."""
+    p = math.floor(alpha * math.log(d))
+    if p < 1:
+        raise ValueError(f"mode load alpha = {alpha} gives p = floor(alpha ln {d}) = {p} < 1 modes; raise alpha or d")
+    return p
+
+
+def init_teacher_student(key: jax.Array, d: int, p: int, k: int, *, dtype=None) -> tuple[Committee, Committee]:
+    """Teacher and initial student: every factor entry i.i.d. ``N(0, (ln d)^(-1/3))``.
+
+    The student shares the teacher's ``xi`` and ``sigma`` and draws its own ``xi_hat``.
+    """
+    scale = math.log(d) ** (-1.0 / 6.0)
+    k_hat, k_sigma, k_xi, k_student = jax.random.split(key, 4)
+    normal = lambda kk, shape: scale * jax.random.normal(kk, shape, dtype or jnp.float32)
+    teacher = Committee(normal(k_hat, (d, p)), normal(k_sigma, (p,)), normal(k_xi, (k, p)))
+    return teacher, teacher._replace(xi_hat=normal(k_student, (d, p)))
+
+
+def order_parameters(student_w: jax.Array, teacher_w: jax.Array) -> OrderParameters:
+    """``Q, M, P`` of weights ``W`` (``m x d``) and ``W*`` (``k x d``)."""
+    d = student_w.shape[1]
+    return OrderParameters(student_w @ student_w.T / d, student_w @ teacher_w.T / d, teacher_w @ teacher_w.T / d)
+
+
+def mode_coupling(committee: Committee) -> jax.Array:
+    """``A = xi diag(sigma)^2 xi^T`` (``m x m``), the fixed metric of the student's updates."""
+    return (committee.xi * committee.sigma**2) @ committee.xi.T
+
+
+def covariance(op: OrderParameters) -> jax.Array:
+    """Covariance ``[[Q, M], [M^T, P]]`` of the fields ``(lambda, lambda*)``."""
+    return jnp.block([[op.Q, op.M], [op.M.T, op.P]])
+
+
+def _asin(x):
+    return jnp.arcsin(jnp.clip(x, -1.0, 1.0))
+
+
+def i2(c11, c12, c22):
+    """``E[g(u_1) g(u_2)]`` for fields of covariance entries ``c``."""
+    return (2 / math.pi) * _asin(c12 / jnp.sqrt((1 + c11) * (1 + c22)))
+
+
+def i3(c11, c12, c13, c23, c33):
+    """``E[g'(u_1) u_2 g(u_3)]``."""
+    lam3 = (1 + c11) * (1 + c33) - c13**2
+    return (2 / math.pi) * (c23 * (1 + c11) - c12 * c13) / ((1 + c11) * jnp.sqrt(lam3))
+
+
+def i4(c11, c12, c13, c14, c22, c23, c24, c33, c34, c44):
+    """``E[g'(u_1) g'(u_2) g(u_3) g(u_4)]``."""
+    lam4 = (1 + c11) * (1 + c22) - c12**2
+    lam0 = lam4 * c34 - c23 * c24 * (1 + c11) - c13 * c14 * (1 + c22) + c12 * c13 * c24 + c12 * c14 * c23
+    lam1 = lam4 * (1 + c33) - c23**2 * (1 + c11) - c13**2 * (1 + c22) + 2 * c12 * c13 * c23
+    lam2 = lam4 * (1 + c44) - c24**2 * (1 + c11) - c14**2 * (1 + c22) + 2 * c12 * c14 * c24
+    return 4 / (math.pi**2 * jnp.sqrt(lam4)) * _asin(lam0 / jnp.sqrt(lam1 * lam2))
+
+
+def _output_weights(m: int, k: int, dtype) -> jax.Array:
+    """``v`` with ``y_hat - y = sum_c v_c g(u_c)``: ``1/m`` on students, ``-1/k`` on teachers."""
+    return jnp.concatenate([jnp.full(m, 1.0 / m, dtype), jnp.full(k, -1.0 / k, dtype)])
+
+
+def expectations(op: OrderParameters) -> tuple[jax.Array, jax.Array]:
+    """``E[delta_i u_j]`` (``m x (m+k)``, fields ``u = (lambda, lambda*)``) and ``E[delta_i delta_j]``.
+
+    Every index tuple at once, by broadcasting ``I3`` over ``(i, j, c)`` and ``I4`` over
+    ``(i, j, c, e)``.
+    """
+    m, k = op.M.shape
+    c = covariance(op)
+    v = _output_weights(m, k, c.dtype)
+    diag = jnp.diag(c)
+    s = slice(0, m)
+    # I3[i, j, c] with (1, 2, 3) = (student i, any field j, any field c)
+    c11 = diag[s][:, None, None]
+    i3_all = i3(c11, c[s][:, :, None], c[s][:, None, :], c[None, :, :], diag[None, None, :])
+    e_delta_u = jnp.einsum("ijc,c->ij", i3_all, v) / m
+    # I4[i, j, c, e] with (1, 2, 3, 4) = (student i, student j, field c, field e)
+    ci, cj = c[s][:, None, :, None], c[s][None, :, :, None]  # C13 and C23 as (i, j, c, 1)
+    ci4, cj4 = c[s][:, None, None, :], c[s][None, :, None, :]  # C14 and C24 as (i, j, 1, e)
+    i4_all = i4(
+        diag[s][:, None, None, None], c[s, s][:, :, None, None], ci, ci4,
+        diag[s][None, :, None, None], cj, cj4,
+        diag[None, None, :, None], c[None, None, :, :], diag[None, None, None, :],
+    )
+    e_delta_delta = jnp.einsum("ijce,c,e->ij", i4_all, v, v) / m**2
+    return e_delta_u, e_delta_delta
+
+
+def generalisation_error(op: OrderParameters) -> jax.Array:
+    """``eps_g = E[(y_hat - y)^2] / 2`` in closed form."""
+    m, k = op.M.shape
+    c = covariance(op)
+    v = _output_weights(m, k, c.dtype)
+    diag = jnp.diag(c)
+    return 0.5 * v @ i2(diag[:, None], c, diag[None, :]) @ v
+
+
+class OdeArgs(NamedTuple):
+    P: jax.Array  # (k, k)
+    A: jax.Array  # (m, m)
+    eta: jax.Array  # learning rate
+
+
+def vector_field(t, y: tuple[jax.Array, jax.Array], args: OdeArgs) -> tuple[jax.Array, jax.Array]:
+    """``(dQ/dt, dM/dt)`` of the mean-field dynamics (module docstring)."""
+    Q, M = y
+    m = Q.shape[0]
+    e_delta_u, e_delta_delta = expectations(OrderParameters(Q, M, args.P))
+    e_delta_lambda, e_delta_teacher = e_delta_u[:, :m], e_delta_u[:, m:]
+    a_dl = args.A @ e_delta_lambda
+    dq = -args.eta * (a_dl + a_dl.T) + args.eta**2 * args.A @ e_delta_delta @ args.A
+    dm = -args.eta * args.A @ e_delta_teacher
+    return dq, dm
+
+
+class OdeSolution(NamedTuple):
+    ts: jax.Array  # (n,) saved times
+    Q: jax.Array  # (n, m, m)
+    M: jax.Array  # (n, m, k)
+    eps_g: jax.Array  # (n,)
+    num_steps: jax.Array  # solver steps taken
+
+
+def log_times(t_max: float, n: int, *, t_min: float = 0.1) -> jax.Array:
+    """``0`` followed by ``n - 1`` log-spaced times from ``t_min`` to ``t_max``."""
+    return jnp.concatenate([jnp.zeros(1), jnp.logspace(math.log10(t_min), math.log10(t_max), n - 1)])
+
+
+def solve_ode(
+    op0: OrderParameters, A: jax.Array, eta: jax.Array | float, ts: jax.Array, *,
+    method: str = "adaptive", d: int | None = None, rtol: float = 1e-6, atol: float = 1e-9,
+    max_steps: int | None = 100_000, adjoint: diffrax.AbstractAdjoint | None = None,
+) -> OdeSolution:
+    """Integrates the mean-field ODE from ``op0`` and saves at ``ts`` (increasing, from 0).
+
+    Args:
+      op0: initial order parameters (``P`` stays fixed).
+      A: ``xi diag(sigma)^2 xi^T``.
+      eta: learning rate (may be traced, and differentiated).
+      ts: save times; ``ts[0]`` is the start.
+      method: ``adaptive`` (Tsit5 with a PID step-size controller) or ``euler`` (the
+        authors' scheme: forward Euler with ``dt = 1/d``, one step per sample).
+      d: input dimension, needed by ``euler``.
+      rtol, atol: tolerances of ``adaptive``.
+      max_steps: step budget (``euler`` needs at least ``d * (ts[-1] - ts[0])``).
+      adjoint: how gradients flow through the solve. The default,
+        ``RecursiveCheckpointAdjoint``, differentiates the discrete solve exactly
+        (discretise-then-optimise) with checkpointed memory, which is what a fit to data wants.
+    """
+    eta = jnp.asarray(eta, op0.Q.dtype)
+    if method == "adaptive":
+        solver, controller, dt0 = diffrax.Tsit5(), diffrax.PIDController(rtol=rtol, atol=atol), 1e-3
+    elif method == "euler":
+        if d is None:
+            raise ValueError("method='euler' integrates with dt = 1/d: pass d")
+        solver, controller, dt0 = diffrax.Euler(), diffrax.ConstantStepSize(), 1.0 / d
+    else:
+        raise ValueError(f"unknown method {method!r}; choose 'adaptive' or 'euler'")
+    solution = diffrax.diffeqsolve(
+        diffrax.ODETerm(vector_field), solver, t0=ts[0], t1=ts[-1], dt0=dt0,
+        y0=(op0.Q, op0.M), args=OdeArgs(op0.P, A, eta), saveat=diffrax.SaveAt(ts=ts),
+        stepsize_controller=controller, max_steps=max_steps,
+        adjoint=adjoint or diffrax.RecursiveCheckpointAdjoint(),
+    )
+    q, mm = solution.ys
+    eps = jax.vmap(lambda q_, m_: generalisation_error(OrderParameters(q_, m_, op0.P)))(q, mm)
+    return OdeSolution(solution.ts, q, mm, eps, solution.stats["num_steps"])
+
+
+class Simulation(NamedTuple):
+    steps: jax.Array  # (n,) sample index nu of each measurement
+    eps_g: jax.Array  # (n,) test error on fresh samples
+    xi_hat: jax.Array  # (d, p) final student patterns
+
+
+def simulate_sgd(
+    key: jax.Array, teacher: Committee, student: Committee, eta: float | jax.Array,
+    save_steps: jax.Array, *, n_test: int = 10_000, block: int = 256,
+) -> Simulation:
+    """Online SGD on the student's ``xi_hat``, one fresh sample per step, as ``lax.scan``.
+
+    Args:
+      key: randomness of the training and test samples.
+      teacher, student: the committees (the student's ``xi``, ``sigma`` are the teacher's).
+      eta: learning rate.
+      save_steps: increasing sample counts ``nu`` at which ``eps_g`` is measured on
+        ``n_test`` fresh samples (``t = nu / d``).
+      n_test: test samples per measurement.
+      block: samples are drawn ``block`` at a time (cheaper than one draw per step); the
+        stream of sample ``nu`` depends only on ``(key, nu // block)``, whatever the saves.
+    """
+    d = teacher.xi_hat.shape[0]
+    dtype = teacher.xi_hat.dtype
+    eta = jnp.asarray(eta, dtype)
+    k_train, k_test = jax.random.split(key)
+    w_teacher = teacher.weights()
+    coupling = student.xi * student.sigma  # (m, p): lambda = coupling @ (xi_hat^T x) / sqrt d
+    m = coupling.shape[0]
+    root_d = math.sqrt(d)
+
+    def sample_step(xi_hat, x):
+        lam = coupling @ (xi_hat.T @ x) / root_d
+        error = jnp.mean(g(lam)) - jnp.mean(g(w_teacher @ x / root_d))
+        delta = error * g_prime(lam) / m
+        return xi_hat - (eta / root_d) * jnp.outer(x, student.sigma * (student.xi.T @ delta))
+
+    def run_to(xi_hat, start, stop):
+        """Samples ``start .. stop - 1``, drawn one block at a time."""
+
+        def per_block(b, xi_hat):
+            x_block = jax.random.normal(jax.random.fold_in(k_train, b), (block, d), dtype)
+            lo = jnp.maximum(start, b * block) - b * block
+            hi = jnp.minimum(stop, (b + 1) * block) - b * block
+            return jax.lax.fori_loop(lo, hi, lambda i, xh: sample_step(xh, x_block[i]), xi_hat)
+
+        return jax.lax.fori_loop(start // block, (stop + block - 1) // block, per_block, xi_hat)
+
+    def test_error(xi_hat, index):
+        x = jax.random.normal(jax.random.fold_in(k_test, index), (n_test, d), dtype)
+        y_hat = jnp.mean(g(x @ xi_hat @ coupling.T / root_d), axis=1)
+        y = jnp.mean(g(x @ w_teacher.T / root_d), axis=1)
+        return 0.5 * jnp.mean((y_hat - y) ** 2)
+
+    def interval(carry, index):
+        xi_hat, start = carry
+        stop = save_steps[index]
+        xi_hat = run_to(xi_hat, start, stop)
+        return (xi_hat, stop), test_error(xi_hat, index)
+
+    (xi_hat, _), eps = jax.lax.scan(
+        interval, (student.xi_hat, jnp.zeros((), save_steps.dtype)), jnp.arange(len(save_steps))
+    )
+    return Simulation(save_steps, eps, xi_hat)
+
+
+def fit_learning_rate(
+    ts: jax.Array, eps_target: jax.Array, op0: OrderParameters, A: jax.Array, *,
+    eta_init: float, steps: int = 60, learning_rate: float = 0.05, **solve_kwargs,
+) -> tuple[jax.Array, jax.Array]:
+    """Fits eta so that the ODE's ``eps_g(ts)`` matches ``eps_target`` (e.g. a simulation).
+
+    Minimises the mean squared difference of ``log eps_g`` over the saved times after
+    ``ts[0]``, by Adam on ``log eta`` with gradients through :func:`solve_ode`.
+
+    Returns:
+      The fitted eta and the loss at every iteration.
+    """
+    target = jnp.log(eps_target[1:])
+
+    def loss(log_eta):
+        solution = solve_ode(op0, A, jnp.exp(log_eta), ts, **solve_kwargs)
+        return jnp.mean((jnp.log(solution.eps_g[1:]) - target) ** 2)
+
+    value_and_grad = jax.jit(jax.value_and_grad(loss))
+    optimizer = optax.adam(learning_rate)
+    log_eta = jnp.log(jnp.asarray(eta_init, op0.Q.dtype))
+    state, history = optimizer.init(log_eta), []
+    for _ in range(steps):
+        value, grad = value_and_grad(log_eta)
+        history.append(value)
+        updates, state = optimizer.update(grad, state)
+        log_eta = optax.apply_updates(log_eta, updates)
+    return jnp.exp(log_eta), jnp.stack(history)
