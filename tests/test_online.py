@@ -1,0 +1,151 @@
+"""Online-learning theory: integrals, the ODE against the SGD update and simulation, fitting."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from mdl_jax import _online as online
+
+
+@pytest.fixture(autouse=True)
+def _x64():
+    with jax.enable_x64(True), jax.numpy_dtype_promotion("standard"):
+        yield
+
+
+def _random_covariance(seed, n):
+    rng = np.random.default_rng(seed)
+    root = rng.normal(size=(n, n)) / np.sqrt(n)
+    return root @ root.T + 0.3 * np.eye(n)
+
+
+def _monte_carlo(cov, fn, n=2_000_000, seed=0):
+    u = np.random.default_rng(seed).multivariate_normal(np.zeros(len(cov)), cov, size=n)
+    values = np.asarray(fn(jnp.asarray(u.T)))
+    return values.mean(), values.std() / np.sqrt(n)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_integrals_match_monte_carlo(seed):
+    c = _random_covariance(seed, 4)
+    g, gp = online.g, online.g_prime
+    cases = [
+        (online.i2(c[0, 0], c[0, 1], c[1, 1]), lambda u: g(u[0]) * g(u[1])),
+        (online.i3(c[0, 0], c[0, 1], c[0, 2], c[1, 2], c[2, 2]), lambda u: gp(u[0]) * u[1] * g(u[2])),
+        (online.i3(c[0, 0], c[0, 0], c[0, 2], c[0, 2], c[2, 2]), lambda u: gp(u[0]) * u[0] * g(u[2])),
+        (
+            online.i4(c[0, 0], c[0, 1], c[0, 2], c[0, 3], c[1, 1], c[1, 2], c[1, 3], c[2, 2], c[2, 3], c[3, 3]),
+            lambda u: gp(u[0]) * gp(u[1]) * g(u[2]) * g(u[3]),
+        ),
+        (  # repeated indices (i = j, c = e), as in the diagonal of E[delta delta]
+            online.i4(c[0, 0], c[0, 0], c[0, 2], c[0, 2], c[0, 0], c[0, 2], c[0, 2], c[2, 2], c[2, 2], c[2, 2]),
+            lambda u: gp(u[0]) ** 2 * g(u[2]) ** 2,
+        ),
+    ]
+    for closed, integrand in cases:
+        mean, stderr = _monte_carlo(c, integrand)
+        assert abs(float(closed) - mean) < 5 * stderr + 1e-6, (float(closed), mean, stderr)
+
+
+def test_generalisation_error_vanishes_for_the_teacher_and_matches_monte_carlo():
+    teacher, student = online.init_teacher_student(jax.random.PRNGKey(0), 200, 5, 4, dtype=jnp.float64)
+    w = teacher.weights()
+    same = online.order_parameters(w, w)
+    assert abs(float(online.generalisation_error(same))) < 1e-14
+    op = online.order_parameters(student.weights(), w)
+    x = jax.random.normal(jax.random.PRNGKey(1), (400_000, 200), jnp.float64)
+    diff = online.g(x @ student.weights().T / np.sqrt(200)).mean(1) - online.g(x @ w.T / np.sqrt(200)).mean(1)
+    mc = 0.5 * diff**2
+    assert abs(float(online.generalisation_error(op)) - float(mc.mean())) < 4 * float(mc.std()) / np.sqrt(len(mc))
+
+
+def test_ode_is_the_mean_one_sample_update():
+    """d * E[Q' - Q] and d * E[M' - M] over one SGD sample equal the vector field.
+
+    dM is linear in x, so it matches at any d; dQ's eta^2 term carries |x|^2 / d, whose
+    correlation with delta adds an O((m + k) / d) correction, allowed for below.
+    """
+    d, p, k, eta = 400, 3, 3, 2.0
+    teacher, student = online.init_teacher_student(jax.random.PRNGKey(2), d, p, k, dtype=jnp.float64)
+    w_star, w = teacher.weights(), student.weights()
+    op = online.order_parameters(w, w_star)
+    a = online.mode_coupling(student)
+    dq, dm = online.vector_field(0.0, (op.Q, op.M), online.OdeArgs(op.P, a, jnp.asarray(eta)))
+
+    def update(x):
+        lam, lam_star = w @ x / np.sqrt(d), w_star @ x / np.sqrt(d)
+        delta = (online.g(lam).mean() - online.g(lam_star).mean()) * online.g_prime(lam) / k
+        w_new = w - eta / np.sqrt(d) * jnp.outer(a @ delta, x)
+        new = online.order_parameters(w_new, w_star)
+        return d * (new.Q - op.Q), d * (new.M - op.M)
+
+    x = jax.random.normal(jax.random.PRNGKey(3), (200_000, d), jnp.float64)
+    sample_dq, sample_dm = jax.lax.map(update, x, batch_size=10_000)
+    for sampled, field, bias in ((sample_dm, dm, 0.0), (sample_dq, dq, 3 * (2 * k) / d)):
+        mean, stderr = sampled.mean(0), sampled.std(0) / np.sqrt(len(x))
+        eta2_scale = float(jnp.abs(field).max())
+        assert jnp.all(jnp.abs(mean - field) < 5 * stderr + bias * eta2_scale + 1e-9)
+
+
+def _setup(d=100, alpha=1.0, k=8, seed=0):
+    p = online.modes_for_load(alpha, d)
+    teacher, student = online.init_teacher_student(jax.random.PRNGKey(seed), d, p, k, dtype=jnp.float64)
+    op0 = online.order_parameters(student.weights(), teacher.weights())
+    return teacher, student, op0, online.mode_coupling(student)
+
+
+def test_adaptive_solve_matches_fine_euler():
+    _, _, op0, a = _setup(d=100)
+    ts = online.log_times(8.0, 10)
+    adaptive = online.solve_ode(op0, a, 5.0, ts, rtol=1e-8, atol=1e-11)
+    fine = online.solve_ode(op0, a, 5.0, ts, method="euler", d=2000, max_steps=20_000)
+    coarse = online.solve_ode(op0, a, 5.0, ts, method="euler", d=500, max_steps=20_000)
+    err_fine = float(jnp.max(jnp.abs(fine.eps_g - adaptive.eps_g) / adaptive.eps_g))
+    err_coarse = float(jnp.max(jnp.abs(coarse.eps_g - adaptive.eps_g) / adaptive.eps_g))
+    assert err_fine < 1e-3
+    assert err_fine < 0.4 * err_coarse  # Euler converges at first order towards the adaptive solution
+    assert int(adaptive.num_steps) < 1000
+
+
+def test_theory_matches_simulation_at_moderate_d():
+    teacher, student, op0, a = _setup(d=100)
+    ts = online.log_times(300.0, 15, t_min=1.0)
+    theory = online.solve_ode(op0, a, 5.0, ts)
+    steps = jnp.round(ts * 100).astype(jnp.int32)
+    keys = jax.random.split(jax.random.PRNGKey(7), 3)
+    sim = jax.jit(jax.vmap(lambda key: online.simulate_sgd(key, teacher, student, 5.0, steps, n_test=4000)))(keys)
+    gap = jnp.abs(sim.eps_g.mean(0) - theory.eps_g) / theory.eps_g
+    assert float(gap.max()) < 0.1
+    assert float(theory.eps_g[-1]) < 0.1 * float(theory.eps_g[0])  # it learned
+
+
+def test_gradient_through_the_solve_matches_finite_differences():
+    _, _, op0, a = _setup(d=50, alpha=2.0, k=4)
+    ts = online.log_times(40.0, 8)
+
+    def loss(eta):
+        return jnp.log(online.solve_ode(op0, a, eta, ts, rtol=1e-10, atol=1e-13).eps_g[-1])
+
+    grad = float(jax.grad(loss)(4.0))
+    h = 1e-4
+    fd = (float(loss(4.0 + h)) - float(loss(4.0 - h))) / (2 * h)
+    assert abs(grad - fd) < 1e-4 * max(1.0, abs(fd))
+    assert abs(fd) > 1e-3  # the check is not vacuous
+
+
+def test_fitting_recovers_a_known_learning_rate():
+    teacher, student, op0, a = _setup(d=100)
+    ts = online.log_times(200.0, 12, t_min=1.0)
+    steps = jnp.round(ts * 100).astype(jnp.int32)
+    keys = jax.random.split(jax.random.PRNGKey(11), 4)
+    sim = jax.jit(jax.vmap(lambda key: online.simulate_sgd(key, teacher, student, 5.0, steps, n_test=4000)))(keys)
+    eta, losses = online.fit_learning_rate(ts, sim.eps_g.mean(0), op0, a, eta_init=3.0, steps=80, learning_rate=0.05)
+    assert abs(float(eta) / 5.0 - 1) < 0.02
+    assert float(losses[-1]) < 0.1 * float(losses[0])
+
+
+def test_modes_for_load():
+    assert online.modes_for_load(1.0, 100) == 4
+    with pytest.raises(ValueError, match="p = floor"):
+        online.modes_for_load(0.1, 10)
