@@ -29,7 +29,7 @@ import numpy as np
 
 jax.config.update("jax_enable_x64", True)
 
-from mdl_jax import _online as online  # noqa: E402
+from mdl_jax import online  # noqa: E402
 
 
 @numba.njit(cache=False)

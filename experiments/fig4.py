@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mdl_jax import _online as online
+from mdl_jax import online
 
 
 @dataclasses.dataclass(frozen=True)

@@ -57,4 +57,6 @@ from mdl_jax._train import (
     train_epoch as train_epoch,
 )
 
+from mdl_jax import online as online
+
 __version__ = "0.1.0"

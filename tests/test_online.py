@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mdl_jax import _online as online
+from mdl_jax import online
 
 
 @pytest.fixture(autouse=True)

@@ -1,0 +1,30 @@
+"""Online learning of mode-decomposed committee machines (the letter's Fig. 4).
+
+Mean-field ODEs for the order parameters ``Q, M`` (integrated with Diffrax), their closed-form
+Gaussian integrals, simulated online SGD, and gradient-based fitting of theory to simulation.
+"""
+
+from mdl_jax._online import (
+    Committee as Committee,
+    OdeArgs as OdeArgs,
+    OdeSolution as OdeSolution,
+    OrderParameters as OrderParameters,
+    Simulation as Simulation,
+    covariance as covariance,
+    expectations as expectations,
+    fit_learning_rate as fit_learning_rate,
+    g as g,
+    g_prime as g_prime,
+    generalisation_error as generalisation_error,
+    i2 as i2,
+    i3 as i3,
+    i4 as i4,
+    init_teacher_student as init_teacher_student,
+    log_times as log_times,
+    mode_coupling as mode_coupling,
+    modes_for_load as modes_for_load,
+    order_parameters as order_parameters,
+    simulate_sgd as simulate_sgd,
+    solve_ode as solve_ode,
+    vector_field as vector_field,
+)
