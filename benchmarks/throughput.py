@@ -24,7 +24,8 @@ import jax.numpy as jnp
 import numpy as np
 
 import mdl_jax
-from mdl_jax._train import compiled_sweep_fns, seed_streams
+from mdl_jax._layout import plan_layout, to_devices
+from mdl_jax._train import _chunks, compiled_sweep_fns
 
 from numpy_reference import NumpyMDL
 
@@ -63,17 +64,20 @@ def matmul_peak_gflops(n: int = 2048, repeats: int = 10) -> float:
 
 
 def time_sweep(sweep: mdl_jax.Sweep, data: mdl_jax.DataArrays, timed_epochs: int):
-    """(compile_s, seconds per epoch, test accuracy after the first epoch)."""
-    init, epoch_fn, _ = compiled_sweep_fns(sweep.recipe, seed_streams(sweep.runs))
-    state = init(sweep.runs)
+    """(compile_s, seconds per epoch, test accuracy after the first epoch), on all devices."""
+    layout = plan_layout(np.asarray(sweep.runs.key), run_bytes=1, data_bytes=0)
+    init, epoch_fn, _ = compiled_sweep_fns(sweep.recipe, layout.group_size)
+    runs = to_devices(_chunks(sweep.runs, layout)[0], layout.run_sharding)
+    data = to_devices(data, layout.replicated)
+    state = init(runs)
     start = time.perf_counter()
-    epoch_fn.lower(state, sweep.runs, data, jnp.int32(0)).compile()
+    epoch_fn.lower(state, runs, data, jnp.int32(0)).compile()
     compile_s = time.perf_counter() - start
-    state, metrics = epoch_fn(state, sweep.runs, data, jnp.int32(0))
+    state, metrics = epoch_fn(state, runs, data, jnp.int32(0))
     first_accuracy = np.asarray(metrics.test_accuracy)
     start = time.perf_counter()
     for epoch in range(1, 1 + timed_epochs):
-        state, metrics = epoch_fn(state, sweep.runs, data, jnp.int32(epoch))
+        state, metrics = epoch_fn(state, runs, data, jnp.int32(epoch))
         jax.device_get(metrics)
     return compile_s, (time.perf_counter() - start) / timed_epochs, first_accuracy
 
@@ -94,7 +98,11 @@ def main() -> None:
     parser.add_argument("--data-dir", default=os.environ.get(mdl_jax.DATA_DIR_ENV))
     parser.add_argument("--timed-epochs", type=int, default=2)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--sweep-seeds", type=int, default=5, help="seeds of the sweep (x 5 mode counts)")
+    parser.add_argument("--cpu-devices", type=int, help="split the CPU into N devices; the sweep is sharded over them")
     args = parser.parse_args()
+    if args.cpu_devices:
+        jax.config.update("jax_num_cpu_devices", args.cpu_devices)
 
     dataset = mdl_jax.load_dataset("mnist", args.data_dir)
     data = mdl_jax.data_arrays(dataset)
@@ -106,13 +114,14 @@ def main() -> None:
     single_compile, single_epoch, single_first = time_sweep(single, data, args.timed_epochs)
     single_gflops = epoch_flops((30, 30, 30), n_train, n_test) / single_epoch / 1e9
 
-    sweep = mdl_jax.build_sweep(WIDTHS, "mdl", modes=[10, 20, 30, 40, 50], seeds=range(5), learning_rates=[3e-3])
+    sweep = mdl_jax.build_sweep(WIDTHS, "mdl", modes=[10, 20, 30, 40, 50], seeds=range(args.sweep_seeds), learning_rates=[3e-3])
     sweep_compile, sweep_epoch, _ = time_sweep(sweep, data, args.timed_epochs)
     useful = sum(epoch_flops(info.modes, n_train, n_test) for info in sweep.infos)
     executed = len(sweep.infos) * epoch_flops(sweep.recipe.spec.modes, n_train, n_test)
 
     results = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {jax.devices()[0].device_kind}",
+        "devices": len(jax.devices()),
         "jax": jax.__version__,
         "single_run_samples_per_s": n_train / single_epoch,
         "sweep_runs": len(sweep.infos),

@@ -36,6 +36,7 @@ from mdl_jax._config import (
 )
 from mdl_jax._run import (
     load_params as load_params,
+    TrainingDiverged as TrainingDiverged,
     train_and_evaluate as train_and_evaluate,
 )
 from mdl_jax._train import (
@@ -55,6 +56,8 @@ from mdl_jax._train import (
     select_run as select_run,
     train as train,
     train_epoch as train_epoch,
+    DIVERGENCE_CAUSES as DIVERGENCE_CAUSES,
+    run_footprint_bytes as run_footprint_bytes,
 )
 
 from mdl_jax import online as online

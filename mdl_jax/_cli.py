@@ -30,12 +30,32 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--workdir", type=Path, default=Path("runs/latest"), help="output folder")
     train.add_argument("--resume", type=Path, metavar="WORKDIR", help="continue the sweep in WORKDIR")
     train.add_argument("--quiet", action="store_true", help="no progress bars")
+    train.add_argument(
+        "--cpu-devices", type=int, metavar="N",
+        help="split the CPU into N devices and shard the runs over them (results are unchanged)",
+    )
+    train.add_argument(
+        "--distributed", action="store_true",
+        help="multi-host: call jax.distributed.initialize() first (one process per host; the "
+        "coordinator is auto-detected on SLURM/TPU/MPI clusters or given by the flags below)",
+    )
+    train.add_argument("--coordinator", metavar="HOST:PORT", help="address of process 0, with --distributed")
+    train.add_argument("--num-processes", type=int, help="number of processes, with --distributed")
+    train.add_argument("--process-id", type=int, help="index of this process, with --distributed")
     train.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    import jax
+
+    if args.cpu_devices:
+        jax.config.update("jax_num_cpu_devices", args.cpu_devices)
+    if args.distributed:
+        jax.distributed.initialize(
+            coordinator_address=args.coordinator, num_processes=args.num_processes, process_id=args.process_id
+        )
     try:
         if args.resume is not None:
             if args.config is not None or args.overrides:
@@ -52,16 +72,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.print_config:
             print(json.dumps(config.to_json(), indent=2))
             return 0
-        from mdl_jax._run import train_and_evaluate  # imports JAX: keep --help fast
+        from mdl_jax._run import TrainingDiverged, train_and_evaluate
 
         summary = train_and_evaluate(config, workdir, resume=args.resume is not None, progress=not args.quiet)
     except (ConfigError, DataError, SpecError) as err:
         print(f"mdl-jax: error: {err}", file=sys.stderr)
         return 2
+    except TrainingDiverged as err:
+        print(f"mdl-jax: {err}", file=sys.stderr)
+        return 3
     for run in summary["runs"]:
         print(
             f"{run['method']:<10} modes={run['modes']} seed={run['seed']} lr={run['learning_rate']:g} "
             f"test_acc={run['final_test_accuracy']:.4f} params={run['param_count']}"
+            + (f" DIVERGED at epoch {run['diverged_epoch']} ({run['divergence_cause']})" if run["diverged"] else "")
         )
     print(f"results in {workdir}")
     return 0

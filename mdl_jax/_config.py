@@ -41,6 +41,9 @@ class TrainConfig:
       svd_sparsity: weight of the SVD sparsity penalty.
       dtype: ``float32`` or ``float64`` (the latter needs ``JAX_ENABLE_X64=1``).
       checkpoint_every: write a checkpoint every this many epochs (0: never).
+      checkpoint_keep: how many of the latest checkpoints to keep.
+      max_runs_per_chunk: at most this many runs on the devices at once; larger sweeps are
+        trained chunk by chunk (``None``: estimated from each run's memory).
     """
 
     description: str = ""
@@ -59,6 +62,8 @@ class TrainConfig:
     svd_sparsity: float = 1.0
     dtype: str = "float32"
     checkpoint_every: int = 1
+    checkpoint_keep: int = 2
+    max_runs_per_chunk: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
@@ -112,7 +117,9 @@ def make_config(values: dict[str, Any] | None = None, base: TrainConfig | None =
     for method in config.methods:
         if method not in METHODS:
             raise ConfigError(f"unknown method {method!r} in 'methods'; choose from {', '.join(METHODS)}")
-    for key in ("epochs", "batch_size", "lr_halving_epochs"):
+    if config.max_runs_per_chunk is not None and config.max_runs_per_chunk < 1:
+        raise ConfigError(f"'max_runs_per_chunk' must be >= 1 or null, got {config.max_runs_per_chunk}")
+    for key in ("epochs", "batch_size", "lr_halving_epochs", "checkpoint_keep"):
         if getattr(config, key) < 1:
             raise ConfigError(f"{key!r} must be >= 1, got {getattr(config, key)}")
     if not config.seeds or not config.methods or not config.learning_rates:

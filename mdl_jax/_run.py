@@ -2,28 +2,43 @@
 
 A workdir holds::
 
-    config.json          the resolved configuration
-    metrics.jsonl        one line per run per epoch (epoch 0: the untrained network)
-    checkpoints/M.npz    state of method M's sweep after its last checkpointed epoch
-    params/M.npz         final parameters of method M, stacked along the run axis
-    summary.json         per run: method, modes, seed, lr, final test accuracy, size, time
+    config.json           the resolved configuration
+    metrics.jsonl         one line per run per epoch (epoch 0: the untrained network)
+    checkpoints/M/E/      orbax checkpoint of method M after epoch E: state (parameters,
+                          optimizer, divergence flags) and metrics so far; the last few kept
+    params/M.npz          final parameters of method M, stacked along the run axis
+    summary.json          per run: method, modes, seed, lr, final test accuracy, size, time,
+                          and divergence (epoch and cause) if the run was frozen
+
+Every run's randomness is a function of (seed, epoch), so a sweep resumed from a checkpoint
+ends with exactly the numbers of an uninterrupted one. In a multi-process run, every process
+trains and checkpoints its share; process 0 writes the other files.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import time
 from pathlib import Path
 from typing import Any
 
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
 from tqdm.auto import tqdm
 
 from mdl_jax._config import ConfigError, TrainConfig, make_config
 from mdl_jax._data import load_dataset
-from mdl_jax._train import EpochMetrics, Sweep, build_sweep, compiled_sweep_fns, data_arrays, train
+from mdl_jax._train import DIVERGENCE_CAUSES, EpochMetrics, Sweep, build_sweep, compiled_sweep_fns, data_arrays, train
+
+#: Testing aid: kill the process (SIGKILL) right after the checkpoint of this epoch is written.
+FAULT_KILL_ENV = "MDL_JAX_FAULT_KILL_AFTER_EPOCH"
+
+
+class TrainingDiverged(RuntimeError):
+    """Every run of a sweep diverged; the summary is written before this is raised."""
 
 
 def flatten_params(params: dict[str, list]) -> dict[str, np.ndarray]:
@@ -49,17 +64,14 @@ def load_params(workdir: str | os.PathLike, method: str) -> dict[str, list[np.nd
         return unflatten_params(dict(archive))
 
 
-def _atomic_savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, **arrays)
+def _atomic_write(path: Path, write) -> None:
+    tmp = path.with_name(path.name + ".tmp" + path.suffix)
+    write(tmp)
     os.replace(tmp, path)
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+def _write_text(path: Path, text: str) -> None:
+    _atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
 def _sweep_for(config: TrainConfig, method: str) -> Sweep:
@@ -84,16 +96,24 @@ class _History:
     def __init__(self, initial: np.ndarray, rows: list[EpochMetrics], wall: float):
         self.initial, self.rows, self.wall = initial, rows, wall
 
-    def arrays(self) -> dict[str, np.ndarray]:
-        stacked = {f: np.stack([getattr(r, f) for r in self.rows]) for f in EpochMetrics._fields} if self.rows else {}
-        return {"initial_test_accuracy": self.initial, "wall_time_s": np.asarray(self.wall),
-                **{f"metrics/{k}": v for k, v in stacked.items()}}
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "initial_test_accuracy": np.asarray(self.initial).tolist(), "wall_time_s": self.wall,
+            "rows": [{f: np.asarray(v).tolist() for f, v in row._asdict().items()} for row in self.rows],
+        }
 
     @classmethod
-    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> "_History":
-        fields = [arrays.get(f"metrics/{f}") for f in EpochMetrics._fields]
-        rows = [] if fields[0] is None else [EpochMetrics(*(f[e] for f in fields)) for e in range(len(fields[0]))]
-        return cls(arrays["initial_test_accuracy"], rows, float(arrays["wall_time_s"]))
+    def from_json(cls, data: dict[str, Any]) -> "_History":
+        rows = [EpochMetrics(**{f: np.asarray(v) for f, v in row.items()}) for row in data["rows"]]
+        return cls(np.asarray(data["initial_test_accuracy"]), rows, float(data["wall_time_s"]))
+
+
+def _divergence(history: _History, run: int) -> dict[str, Any]:
+    last = history.rows[-1]
+    epoch = int(last.diverged_epoch[run])
+    if epoch < 0:
+        return {"diverged": False}
+    return {"diverged": True, "diverged_epoch": epoch + 1, "divergence_cause": DIVERGENCE_CAUSES[int(last.divergence_cause[run])]}
 
 
 def _metric_lines(sweep: Sweep, history: _History) -> list[str]:
@@ -103,9 +123,15 @@ def _metric_lines(sweep: Sweep, history: _History) -> list[str]:
                 "learning_rate": info.learning_rate}
         lines.append(json.dumps({**base, "epoch": 0, "test_accuracy": float(history.initial[run])}))
         for epoch, row in enumerate(history.rows, start=1):
-            values = {f: float(getattr(row, f)[run]) for f in EpochMetrics._fields}
-            lines.append(json.dumps({**base, "epoch": epoch, **values}))
+            values = {f: float(getattr(row, f)[run]) for f in ("train_loss", "train_accuracy", "test_loss", "test_accuracy")}
+            diverged = 0 <= int(row.diverged_epoch[run]) < epoch
+            lines.append(json.dumps({**base, "epoch": epoch, **values, **({"frozen": True} if diverged else {})}))
     return lines
+
+
+def _checkpoints(workdir: Path, method: str, keep: int) -> ocp.CheckpointManager:
+    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
+    return ocp.CheckpointManager((workdir / "checkpoints" / method).absolute(), options=options)
 
 
 def train_and_evaluate(
@@ -117,15 +143,20 @@ def train_and_evaluate(
     Args:
       config: the resolved configuration.
       workdir: output folder; must be new or empty unless ``resume``.
-      resume: continue the sweep recorded in ``workdir`` from its checkpoints; methods that
-        finished are not retrained.
+      resume: continue the sweep recorded in ``workdir`` from its latest checkpoints;
+        methods that finished are not retrained.
       progress: show a progress bar per method.
       stop_after_epoch: stop (as if killed) once this many epochs are done; for testing resume.
 
     Returns:
       The summary written to ``summary.json``.
+
+    Raises:
+      ConfigError: a workdir that is not empty (without ``resume``), or nothing to resume.
+      TrainingDiverged: every run diverged (the summary is written first).
     """
     workdir = Path(workdir)
+    writer = jax.process_index() == 0
     sweeps = {method: _sweep_for(config, method) for method in config.methods}
     if resume:
         if not (workdir / "config.json").is_file():
@@ -136,88 +167,93 @@ def train_and_evaluate(
             "or choose another --workdir"
         )
     workdir.mkdir(parents=True, exist_ok=True)
-    _atomic_write_text(workdir / "config.json", json.dumps(config.to_json(), indent=2) + "\n")
+    if writer:
+        _write_text(workdir / "config.json", json.dumps(config.to_json(), indent=2) + "\n")
 
     dataset = load_dataset(config.dataset, config.data_dir)
     data = data_arrays(dataset, config.dtype)
     histories: dict[str, _History] = {}
-    metrics_path = workdir / "metrics.jsonl"
+    kill_after = int(os.environ.get(FAULT_KILL_ENV, "0")) or None
 
     def rewrite_metrics():
-        lines = [l for m, h in histories.items() for l in _metric_lines(sweeps[m], h)]
-        _atomic_write_text(metrics_path, "".join(line + "\n" for line in lines))
+        if writer:
+            lines = [l for m, h in histories.items() for l in _metric_lines(sweeps[m], h)]
+            _write_text(workdir / "metrics.jsonl", "".join(line + "\n" for line in lines))
 
     summary_runs = []
     for method, sweep in sweeps.items():
-        checkpoint = workdir / "checkpoints" / f"{method}.npz"
-        init_fn = compiled_sweep_fns(sweep.recipe)[0]
-        template = jax.eval_shape(init_fn, sweep.runs)
+        manager = _checkpoints(workdir, method, config.checkpoint_keep)
         state, done = None, 0
-        if resume and checkpoint.is_file():
-            with np.load(checkpoint) as archive:
-                arrays = dict(archive)
-            leaves = [arrays[f"state/{i}"] for i in range(len(jax.tree.leaves(template)))]
-            state = jax.tree.unflatten(jax.tree.structure(template), leaves)
-            histories[method] = _History.from_arrays(arrays)
+        if resume and manager.latest_step() is not None:
+            abstract = jax.eval_shape(compiled_sweep_fns(sweep.recipe)[0], sweep.runs)
+            restored = manager.restore(manager.latest_step(), args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract), history=ocp.args.JsonRestore(),
+            ))
+            state, histories[method] = restored.state, _History.from_json(restored.history)
             done = len(histories[method].rows)
         remaining = config.epochs - done
         if stop_after_epoch is not None:
             remaining = min(remaining, max(stop_after_epoch - done, 0))
-        bar = tqdm(total=config.epochs, initial=done, desc=method, disable=not progress, unit="epoch")
+        if method not in histories:
+            histories[method] = _History(np.zeros(len(sweep.infos)), [], 0.0)
+        history = histories[method]
+        bar = tqdm(total=config.epochs, initial=done, desc=method, disable=not progress or not writer, unit="epoch")
+        wall_before, started = history.wall, time.perf_counter()
 
-        def on_epoch(epoch, new_state, metrics, method=method, checkpoint=checkpoint, bar=bar):
-            history = histories[method]
+        def on_start(accuracy, history=history, fresh=done == 0):
+            if fresh:
+                history.initial = accuracy
+
+        def on_epoch(epoch, metrics, get_state, history=history, manager=manager, bar=bar):
             history.rows.append(metrics)
             history.wall = wall_before + (time.perf_counter() - started)
-            accuracy = metrics.test_accuracy
+            accuracy, diverged = metrics.test_accuracy, int(np.sum(metrics.diverged_epoch >= 0))
             bar.set_postfix_str(
                 f"test acc {accuracy.mean():.4f} [{accuracy.min():.4f}, {accuracy.max():.4f}]"
+                + (f", diverged {diverged}/{len(accuracy)}" if diverged else "")
             )
             bar.update(1)
             epochs_done = epoch + 1
-            if config.checkpoint_every and (
-                epochs_done % config.checkpoint_every == 0 or epochs_done == config.epochs
-            ):
-                leaves = {f"state/{i}": np.asarray(a) for i, a in enumerate(jax.tree.leaves(new_state))}
-                _atomic_savez(checkpoint, {**leaves, **history.arrays()})
+            if config.checkpoint_every and (epochs_done % config.checkpoint_every == 0 or epochs_done == config.epochs):
+                manager.save(epochs_done, args=ocp.args.Composite(
+                    state=ocp.args.StandardSave(get_state()), history=ocp.args.JsonSave(history.to_json()),
+                ))
+                if kill_after == epochs_done:
+                    manager.wait_until_finished()
+                    os.kill(os.getpid(), signal.SIGKILL)
             rewrite_metrics()
 
-        if remaining > 0 or method not in histories:
-            wall_before = histories[method].wall if method in histories else 0.0
-            started = time.perf_counter()
-            fresh = method not in histories
-            if fresh:
-                histories[method] = _History(np.zeros(len(sweep.infos)), [], 0.0)
-
-            def on_start(accuracy, history=histories[method], fresh=fresh):
-                if fresh:
-                    history.initial = accuracy
-
+        if remaining > 0:
             state = train(
                 sweep.recipe, sweep.runs, data, epochs=remaining, state=state, start_epoch=done,
-                on_start=on_start, on_epoch=on_epoch,
+                on_start=on_start, on_epoch=on_epoch, max_runs_per_chunk=config.max_runs_per_chunk,
             ).state
-            rewrite_metrics()
+        manager.wait_until_finished()
+        manager.close()
         bar.close()
-        history = histories[method]
+        rewrite_metrics()
         if len(history.rows) < config.epochs:
             return {"stopped_after_epoch": len(history.rows)}
-        _atomic_savez(workdir / "params" / f"{method}.npz", flatten_params(jax.device_get(state.params)))
+        if writer:
+            params = jax.tree.map(np.asarray, state.params)
+            _atomic_write(workdir / "params" / f"{method}.npz", lambda tmp: (
+                tmp.parent.mkdir(parents=True, exist_ok=True), np.savez(tmp, **flatten_params(params))))
         final = history.rows[-1].test_accuracy
         for run, info in enumerate(sweep.infos):
             summary_runs.append({
                 "method": info.method, "modes": list(info.modes), "seed": info.seed,
                 "learning_rate": info.learning_rate, "final_test_accuracy": float(final[run]),
                 "param_count": info.param_count, "epochs": config.epochs,
-                "wall_time_s": history.wall, "runs_in_program": len(sweep.infos),
+                "wall_time_s": history.wall, "runs_in_program": len(sweep.infos), **_divergence(history, run),
             })
     summary = {"dataset": dataset.name, "runs": summary_runs}
-    _atomic_write_text(workdir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    if writer:
+        _write_text(workdir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    if summary_runs and all(run["diverged"] for run in summary_runs):
+        first = min(summary_runs, key=lambda r: r["diverged_epoch"])
+        raise TrainingDiverged(
+            f"all {len(summary_runs)} runs diverged (first: {first['method']}, seed {first['seed']}, "
+            f"lr {first['learning_rate']:g}, epoch {first['diverged_epoch']}: {first['divergence_cause']}); "
+            f"lower the learning rate. Results so far are in {workdir}"
+        )
     return summary
-
-
-def resolve_config(
-    file_values: dict[str, Any] | None, overrides: dict[str, Any] | None
-) -> TrainConfig:
-    """Defaults, then a config file's values, then command-line overrides."""
-    return make_config(overrides, base=make_config(file_values))

@@ -24,6 +24,7 @@ import numpy as np
 import optax
 
 from mdl_jax._data import Dataset
+from mdl_jax._layout import Layout, plan_layout, to_devices, to_host
 from mdl_jax._models import apply, init_params, param_count, penalty
 from mdl_jax._spec import NetworkSpec, SpecError, make_spec
 
@@ -58,9 +59,19 @@ class RunHparams(NamedTuple):
     mode_mask: tuple[jax.Array, ...]  # one 0/1 vector (p_max_l,) per layer; () for bp
 
 
+#: Codes of ``TrainState.divergence_cause``.
+DIVERGENCE_CAUSES = {1: "loss became nan", 2: "loss became inf"}
+
+
 class TrainState(NamedTuple):
+    """State of one run. A run whose loss stops being finite is frozen at the parameters that
+    gave that loss (its gradients are never applied, so its optimizer state stays finite); ``diverged_epoch`` (0-based, -1 while healthy) and
+    ``divergence_cause`` (a key of :data:`DIVERGENCE_CAUSES`, 0 while healthy) say when and why."""
+
     params: dict[str, list[jax.Array]]
     opt_state: optax.OptState
+    diverged_epoch: jax.Array
+    divergence_cause: jax.Array
 
 
 class EpochMetrics(NamedTuple):
@@ -70,6 +81,8 @@ class EpochMetrics(NamedTuple):
     train_accuracy: jax.Array  # mean minibatch accuracy over the epoch
     test_loss: jax.Array  # cross-entropy on the whole test set after the epoch
     test_accuracy: jax.Array  # accuracy on the whole test set after the epoch
+    diverged_epoch: jax.Array  # -1, or the epoch in which the run diverged (then frozen)
+    divergence_cause: jax.Array  # 0, or a key of DIVERGENCE_CAUSES
 
 
 class DataArrays(NamedTuple):
@@ -117,21 +130,30 @@ def _loss(params, images, labels, run: RunHparams, recipe: Recipe):
         params, recipe.spec, run.mode_mask,
         orthogonality=recipe.svd_orthogonality, sparsity=recipe.svd_sparsity,
     )
-    accuracy = jnp.mean(jnp.argmax(logits, -1) == labels)
+    accuracy = jnp.mean(jnp.argmax(logits, -1).astype(labels.dtype) == labels)
     return cross_entropy + extra, (cross_entropy, accuracy)
 
 
 def init_state(run: RunHparams, *, recipe: Recipe) -> TrainState:
     """Initial parameters (from ``fold_in(run.key, 0)``) and optimizer state of one run."""
     params = init_params(jax.random.fold_in(run.key, 0), recipe.spec, dtype=jnp.dtype(recipe.dtype))
-    return TrainState(params, _optimizer(recipe, run.learning_rate, 1).init(params))
+    opt_state = _optimizer(recipe, run.learning_rate, 1).init(params)
+    return TrainState(params, opt_state, jnp.int32(-1), jnp.int32(0))
+
+
+EVAL_BATCH = 1000
 
 
 def evaluate(params, run: RunHparams, images, labels, *, recipe: Recipe) -> tuple[jax.Array, jax.Array]:
-    """Mean cross-entropy and accuracy of one run on ``(images, labels)``."""
-    logits = apply(params, images, spec=recipe.spec, mode_mask=run.mode_mask)
-    loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
-    return loss, jnp.mean(jnp.argmax(logits, -1) == labels)
+    """Mean cross-entropy and accuracy of one run on ``(images, labels)``, in batches of 1000."""
+
+    def example(pair):
+        logits = apply(params, pair[0][None], spec=recipe.spec, mode_mask=run.mode_mask)[0]
+        correct = jnp.argmax(logits).astype(pair[1].dtype) == pair[1]
+        return optax.softmax_cross_entropy_with_integer_labels(logits, pair[1]), correct
+
+    loss, correct = jax.lax.map(example, (images, labels), batch_size=EVAL_BATCH)
+    return loss.mean(), correct.mean()
 
 
 def _train_epoch_shared_order(
@@ -150,10 +172,21 @@ def _train_epoch_shared_order(
     grad_fn = jax.value_and_grad(_loss, has_aux=True)
 
     def run_step(state: TrainState, run: RunHparams, images, labels):
-        (_, (loss, accuracy)), grads = grad_fn(state.params, images, labels, run, recipe)
+        (total, (loss, accuracy)), grads = grad_fn(state.params, images, labels, run, recipe)
+        cause = jnp.where(jnp.isnan(total), 1, jnp.where(jnp.isinf(total), 2, 0))
+        healthy = state.diverged_epoch < 0
+        keep = healthy & (cause == 0)
+        # A run whose loss is not finite is frozen: from then on its gradients and updates are
+        # zero (checking the loss, a scalar, is free; a pass over every gradient costs 12 %).
+        mask = functools.partial(jax.tree.map, lambda leaf: jnp.where(keep, leaf, jnp.zeros_like(leaf)))
         optimizer = _optimizer(recipe, run.learning_rate, steps)
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        return TrainState(optax.apply_updates(state.params, updates), opt_state), (loss, accuracy)
+        updates, opt_state = optimizer.update(mask(grads), state.opt_state, state.params)
+        diverges = healthy & (cause > 0)
+        return TrainState(
+            optax.apply_updates(state.params, mask(updates)), opt_state,
+            jnp.where(diverges, epoch.astype(jnp.int32), state.diverged_epoch),
+            jnp.where(diverges, cause, state.divergence_cause).astype(jnp.int32),
+        ), (loss, accuracy)
 
     def step(states: TrainState, batch: jax.Array):
         images, labels = data.train_images[batch], data.train_labels[batch]
@@ -163,7 +196,9 @@ def _train_epoch_shared_order(
     test_loss, test_accuracy = jax.vmap(
         lambda params, run: evaluate(params, run, data.test_images, data.test_labels, recipe=recipe)
     )(states.params, runs)
-    return states, EpochMetrics(losses.mean(0), accuracies.mean(0), test_loss, test_accuracy)
+    return states, EpochMetrics(
+        losses.mean(0), accuracies.mean(0), test_loss, test_accuracy, states.diverged_epoch, states.divergence_cause
+    )
 
 
 def train_epoch(
@@ -181,23 +216,19 @@ def train_epoch(
 
 
 @functools.lru_cache(maxsize=None)
-def compiled_sweep_fns(recipe: Recipe, streams: int | None = None):
-    """``(init, epoch, evaluate)`` for a sweep, jitted once per recipe and data layout.
+def compiled_sweep_fns(recipe: Recipe, group_size: int = 1):
+    """``(init, epoch, test_accuracy)`` for a sweep, jitted once per recipe and group size.
 
-    ``epoch(state, runs, data, epoch)`` trains every run (leading run axis R) for one epoch.
-    With ``streams = S``, the R runs are taken as S consecutive groups of ``R // S`` runs that
-    share a seed, so each group shares its minibatches (see :func:`_train_epoch_shared_order`);
-    ``None`` treats every run as its own group.
+    ``epoch(state, runs, data, epoch)`` trains every run (leading run axis) for one epoch; the
+    runs are consecutive seed groups of ``group_size`` runs that share their minibatches (see
+    :func:`_train_epoch_shared_order`). The run axis may be sharded over devices.
     """
 
     def epoch_fn(state: TrainState, runs: RunHparams, data: DataArrays, epoch: jax.Array):
-        groups = streams or jax.tree.leaves(runs)[0].shape[0]
-        split = functools.partial(jax.tree.map, lambda a: a.reshape((groups, -1) + a.shape[1:]))
+        split = functools.partial(jax.tree.map, lambda a: a.reshape((-1, group_size) + a.shape[1:]))
         merge = functools.partial(jax.tree.map, lambda a: a.reshape((-1,) + a.shape[2:]))
         grouped = functools.partial(_train_epoch_shared_order, recipe=recipe)
-        state, metrics = jax.vmap(grouped, in_axes=(0, 0, None, None))(
-            split(state), split(runs), data, epoch
-        )
+        state, metrics = jax.vmap(grouped, in_axes=(0, 0, None, None))(split(state), split(runs), data, epoch)
         return merge(state), merge(metrics)
 
     init = jax.jit(jax.vmap(functools.partial(init_state, recipe=recipe)))
@@ -210,15 +241,16 @@ def compiled_sweep_fns(recipe: Recipe, streams: int | None = None):
     return init, jax.jit(epoch_fn, donate_argnums=0), test
 
 
-def seed_streams(runs: RunHparams) -> int | None:
-    """Number S of seed groups if the runs are S equal consecutive blocks of one key each."""
-    keys = np.asarray(runs.key).reshape(len(runs.key), -1)
-    n_runs = len(keys)
-    streams = len(np.unique(keys, axis=0))
-    if n_runs % streams:
-        return None
-    blocks = keys.reshape(streams, n_runs // streams, -1)
-    return streams if (blocks == blocks[:, :1]).all() else None
+def run_footprint_bytes(recipe: Recipe) -> int:
+    """Estimated device memory of one run while it trains (twice a tally of its arrays).
+
+    Parameters, gradients, two Adam moments and the step's temporaries, plus the activations of
+    a minibatch and of one evaluation batch.
+    """
+    n_params = param_count(recipe.spec)
+    units = sum(recipe.spec.widths[1:]) + sum(recipe.spec.modes)
+    activations = (4 * recipe.batch_size + 2 * EVAL_BATCH) * units
+    return 2 * jnp.dtype(recipe.dtype).itemsize * (7 * n_params + activations)
 
 
 def data_arrays(dataset: Dataset, dtype: str = "float32") -> DataArrays:
@@ -238,9 +270,15 @@ def train(
     state: TrainState | None = None,
     start_epoch: int = 0,
     on_start: Callable[[np.ndarray], Any] | None = None,
-    on_epoch: Callable[[int, TrainState, EpochMetrics], Any] | None = None,
+    on_epoch: Callable[[int, EpochMetrics, Callable[[], TrainState]], Any] | None = None,
+    devices: Sequence[jax.Device] | None = None,
+    max_runs_per_chunk: int | None = None,
 ) -> TrainResult:
     """Trains every run of a sweep for ``epochs`` epochs in one compiled program.
+
+    The run axis is sharded over ``devices`` (default: all devices), and split into chunks
+    trained one after another when the sweep would not fit in memory (see ``_layout``);
+    neither changes any run's numbers beyond float rounding.
 
     Args:
       recipe: static settings (see :func:`build_sweep`).
@@ -250,34 +288,68 @@ def train(
       state: a state to continue from (e.g. a checkpoint); default: fresh initialisation.
       start_epoch: index of the first epoch to run (selects its shuffle and schedule step).
       on_start: called with the test accuracy of the starting state, ``(runs,)``.
-      on_epoch: called after every epoch with ``(epoch_index, state, metrics)``, metrics as
-        host numpy arrays of shape ``(runs,)``; the one host round-trip of each epoch.
+      on_epoch: called after every epoch with ``(epoch_index, metrics, get_state)``: host
+        numpy metrics of shape ``(runs,)`` (the one host round-trip of each epoch), and a
+        function returning the whole state as host arrays (for checkpoints).
+      devices: devices to shard the runs over.
+      max_runs_per_chunk: at most this many runs on the devices at once (default: from an
+        estimate of each run's memory, :func:`run_footprint_bytes`).
 
     Returns:
-      A :class:`TrainResult` with the final state and the per-epoch metrics.
+      A :class:`TrainResult` with the final state (host arrays) and the per-epoch metrics.
     """
     data = dataset if isinstance(dataset, DataArrays) else data_arrays(dataset, recipe.dtype)
     _check_data(recipe.spec, data)
-    init, epoch_fn, test_fn = compiled_sweep_fns(recipe, seed_streams(runs))
+    layout = plan_layout(
+        np.asarray(runs.key), run_bytes=run_footprint_bytes(recipe),
+        data_bytes=sum(a.nbytes for a in data), devices=devices, max_runs_per_chunk=max_runs_per_chunk,
+    )
+    init, epoch_fn, test_fn = compiled_sweep_fns(recipe, layout.group_size)
     start = time.perf_counter()
+    data = to_devices(data, layout.replicated)
+    run_chunks = [to_devices(chunk, layout.run_sharding) for chunk in _chunks(runs, layout)]
     if state is None:
-        state = init(runs)
-    initial_accuracy = np.asarray(test_fn(state, runs, data.test_images, data.test_labels))
+        states = [init(chunk) for chunk in run_chunks]
+    else:
+        states = [to_devices(chunk, layout.run_sharding) for chunk in _chunks(state, layout)]
+    offload = layout.num_chunks > 1  # between epochs, chunks wait in host memory
+
+    def whole(trees):
+        return jax.tree.map(lambda *parts: np.concatenate(parts)[: layout.num_runs], *trees)
+
+    initial_accuracy = whole(
+        [to_host(test_fn(s, r, data.test_images, data.test_labels)) for s, r in zip(states, run_chunks)]
+    )
     if on_start is not None:
         on_start(initial_accuracy)
+    if offload:
+        states = [to_host(s) for s in states]
     history = []
     for epoch in range(start_epoch, start_epoch + epochs):
-        state, metrics = epoch_fn(state, runs, data, jnp.asarray(epoch, jnp.int32))
-        metrics = jax.device_get(metrics)
+        chunk_metrics = []
+        for c, chunk_runs in enumerate(run_chunks):
+            chunk_state = to_devices(states[c], layout.run_sharding) if offload else states[c]
+            chunk_state, metrics = epoch_fn(chunk_state, chunk_runs, data, jnp.asarray(epoch, jnp.int32))
+            chunk_metrics.append(to_host(metrics))
+            states[c] = to_host(chunk_state) if offload else chunk_state
+        metrics = whole(chunk_metrics)
         history.append(metrics)
         if on_epoch is not None:
-            on_epoch(epoch, state, metrics)
-    jax.block_until_ready(state)
+            on_epoch(epoch, metrics, lambda: whole([to_host(s) for s in states]))
+    final_state = whole([to_host(s) for s in states])
     stacked = (
         EpochMetrics(*(np.stack(field) for field in zip(*history)))
-        if history else EpochMetrics(*(np.zeros((0, len(initial_accuracy))),) * 4)
+        if history else EpochMetrics(*(np.zeros((0, layout.num_runs)),) * len(EpochMetrics._fields))
     )
-    return TrainResult(state, initial_accuracy, stacked, time.perf_counter() - start)
+    return TrainResult(final_state, initial_accuracy, stacked, time.perf_counter() - start)
+
+
+def _chunks(tree, layout: Layout) -> list:
+    """The padded run axis of ``tree`` cut into the layout's chunks (host arrays)."""
+    index = layout.padding_index()
+    padded = jax.tree.map(lambda a: np.asarray(a)[index], tree)
+    size = layout.chunk_runs
+    return [jax.tree.map(lambda a: a[c * size:(c + 1) * size], padded) for c in range(layout.num_chunks)]
 
 
 def _check_data(spec: NetworkSpec, data: DataArrays) -> None:

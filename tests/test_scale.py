@@ -1,0 +1,157 @@
+"""Scale-out and resilience: sharded == single-device, chunked == whole, resume after SIGKILL,
+divergence containment."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+import mdl_jax
+from conftest import random_dataset
+
+WIDTHS = (12, 10, 8, 3)
+ROOT = Path(__file__).parents[1]
+
+
+@pytest.fixture(autouse=True)
+def _standard_promotion():
+    with jax.numpy_dtype_promotion("standard"):  # optax's Adam needs it, see test_train.py
+        yield
+
+
+SHARD_WORKER = """
+import json, sys
+import jax
+jax.config.update("jax_num_cpu_devices", 8)
+jax.config.update("jax_enable_x64", True)
+sys.path.insert(0, sys.argv[1])
+import numpy as np, mdl_jax
+from conftest import random_dataset
+
+jax.config.update("jax_numpy_dtype_promotion", "standard")  # optax's Adam, see test_train.py
+data = random_dataset()
+out = {}
+for name, seeds, modes in (("even", range(8), [2, 4]), ("uneven", range(11), [1, 4])):
+    sweep = mdl_jax.build_sweep((12, 10, 8, 3), "mdl", modes=modes, seeds=seeds, batch_size=50, dtype="float64")
+    one = mdl_jax.train(sweep.recipe, sweep.runs, data, epochs=2, devices=jax.devices()[:1])
+    eight = mdl_jax.train(sweep.recipe, sweep.runs, data, epochs=2, devices=jax.devices())
+    diffs = [float(np.abs(a - b).max()) for a, b in zip(jax.tree.leaves(one.state), jax.tree.leaves(eight.state))]
+    from mdl_jax._layout import plan_layout
+    layout = plan_layout(np.asarray(sweep.runs.key), run_bytes=1, data_bytes=0)
+    out[name + "_layout"] = [len(layout.mesh.devices), layout.padded_runs]
+    out[name] = {"runs": len(sweep.infos), "max_diff": max(diffs),
+                 "acc_diff": float(np.abs(one.metrics.test_accuracy - eight.metrics.test_accuracy).max())}
+out["devices"] = len(jax.devices())
+print(json.dumps(out))
+"""
+
+
+def test_shard_over_8_devices_equals_one_device():
+    """8 simulated CPU devices (in a subprocess: the device count is fixed at start-up)."""
+    result = subprocess.run(
+        [sys.executable, "-c", SHARD_WORKER, str(ROOT / "tests")], capture_output=True, text=True, timeout=600,
+        env={**os.environ, "JAX_PLATFORMS": "cpu"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out["devices"] == 8
+    # 11 seed groups: 6 devices carry 2 each, the twelfth slot is a padded copy, then dropped
+    assert out["even"]["runs"] == 16 and out["uneven"]["runs"] == 22
+    assert out["even_layout"] == [8, 16] and out["uneven_layout"] == [6, 24]
+    for case in ("even", "uneven"):
+        assert out[case]["max_diff"] < 1e-10 and out[case]["acc_diff"] == 0.0
+
+
+def test_chunked_sweep_equals_one_chunk():
+    data = random_dataset()
+    with jax.enable_x64(True):
+        sweep = mdl_jax.build_sweep(WIDTHS, "mdl", modes=[2, 3], seeds=range(5), batch_size=50, dtype="float64")
+        whole = mdl_jax.train(sweep.recipe, sweep.runs, data, epochs=2)
+        chunked = mdl_jax.train(sweep.recipe, sweep.runs, data, epochs=2, max_runs_per_chunk=4)  # 3 chunks of 2 groups
+    for a, b in zip(jax.tree.leaves(whole.state), jax.tree.leaves(chunked.state)):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+    np.testing.assert_array_equal(whole.metrics.test_accuracy, chunked.metrics.test_accuracy)
+
+
+def test_chunk_plan_follows_memory_estimate_and_limits():
+    from mdl_jax._layout import plan_layout
+
+    keys = np.asarray([jax.random.PRNGKey(s) for s in range(10) for _ in range(3)])  # 10 groups of 3
+    devices = jax.devices()[:1]
+    whole = plan_layout(keys, run_bytes=1000, data_bytes=0, devices=devices)
+    assert (whole.group_size, whole.num_chunks, whole.groups_per_chunk) == (3, 1, 10)
+    limited = plan_layout(keys, run_bytes=1000, data_bytes=0, devices=devices, max_runs_per_chunk=7)
+    assert (limited.groups_per_chunk, limited.num_chunks, limited.padded_runs) == (2, 5, 30)
+    huge = plan_layout(keys, run_bytes=10**15, data_bytes=0, devices=devices)  # memory for < 1 run
+    assert huge.groups_per_chunk == 1 and huge.num_chunks == 10
+    assert mdl_jax.run_footprint_bytes(mdl_jax.build_sweep((784, 100, 10), "mdl", modes=[30]).recipe) > 4 * 30 * 900
+
+
+TINY = {"dataset": "gaussian_mixture", "widths": [2, 6, 2], "modes": [2, 3], "seeds": [0, 1],
+        "epochs": 4, "learning_rates": [0.03], "methods": ["mdl", "bp"]}
+
+
+def _cli(*args, env=None):
+    return subprocess.run(
+        [sys.executable, "-m", "mdl_jax._cli", "train", *args, "--quiet"], capture_output=True, text=True,
+        timeout=600, env={**os.environ, **(env or {})}, cwd=ROOT,
+    )
+
+
+def test_resume_after_sigkill_equals_uninterrupted(tmp_path):
+    config = tmp_path / "tiny.json"
+    config.write_text(json.dumps(TINY))
+    full = _cli("--config", str(config), "--workdir", str(tmp_path / "full"))
+    assert full.returncode == 0, full.stderr[-2000:]
+    killed = _cli("--config", str(config), "--workdir", str(tmp_path / "killed"),
+                  env={"MDL_JAX_FAULT_KILL_AFTER_EPOCH": "2"})
+    assert killed.returncode == -9  # SIGKILL, right after the epoch-2 checkpoint of 'mdl'
+    assert not (tmp_path / "killed" / "summary.json").exists()
+    resumed = _cli("--resume", str(tmp_path / "killed"))
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert (tmp_path / "full" / "metrics.jsonl").read_text() == (tmp_path / "killed" / "metrics.jsonl").read_text()
+    for method in ("mdl", "bp"):
+        a, b = (mdl_jax.load_params(tmp_path / d, method) for d in ("full", "killed"))
+        for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+            np.testing.assert_array_equal(x, y)  # bitwise on CPU
+    kept = sorted(int(p.name) for p in (tmp_path / "killed" / "checkpoints" / "mdl").iterdir() if p.name.isdigit())
+    assert kept == [3, 4]  # checkpoint_keep = 2
+
+
+def test_nan_injected_run_is_frozen_and_the_others_untouched():
+    data = random_dataset()
+    sweep = mdl_jax.build_sweep(WIDTHS, "mdl", modes=[2, 4], seeds=range(2), batch_size=50)
+    start = mdl_jax.train(sweep.recipe, sweep.runs, data, epochs=1).state
+    poisoned = jax.tree.map(np.copy, start)
+    poisoned.params["sigma"][0][2, 0] = np.nan  # run 2: its very next loss is nan
+    clean = mdl_jax.train(sweep.recipe, sweep.runs, data, epochs=2, state=start, start_epoch=1)
+    hit = mdl_jax.train(sweep.recipe, sweep.runs, data, epochs=2, state=poisoned, start_epoch=1)
+    assert hit.metrics.diverged_epoch[-1].tolist() == [-1, -1, 1, -1]
+    assert mdl_jax.DIVERGENCE_CAUSES[int(hit.metrics.divergence_cause[-1, 2])] == "loss became nan"
+    for name in ("xi_hat", "xi"):  # frozen: run 2 never moved
+        np.testing.assert_array_equal(hit.state.params[name][0][2], poisoned.params[name][0][2])
+    for run in (0, 1, 3):
+        for a, b in zip(jax.tree.leaves(mdl_jax.select_run(clean.state, run)), jax.tree.leaves(mdl_jax.select_run(hit.state, run))):
+            np.testing.assert_array_equal(a, b)
+    assert all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(hit.state.opt_state))
+
+
+def test_diverging_runs_are_marked_and_an_all_diverged_sweep_says_so(tmp_path):
+    mixed = _cli("--set", "dataset=gaussian_mixture", "--set", "widths=[2,6,2]", "--set", "modes=[3]",
+                 "--set", "learning_rates=[0.03,1e12]", "--set", "epochs=2", "--workdir", str(tmp_path / "mixed"))
+    assert mixed.returncode == 0, mixed.stderr[-2000:]
+    runs = json.loads((tmp_path / "mixed" / "summary.json").read_text())["runs"]
+    assert [(r["learning_rate"], r["diverged"]) for r in runs] == [(0.03, False), (1e12, True)]
+    assert runs[1]["diverged_epoch"] == 1 and runs[1]["divergence_cause"] == "loss became nan"
+    assert runs[0]["final_test_accuracy"] > 0.9 and "DIVERGED at epoch 1" in mixed.stdout
+    absurd = _cli("--set", "dataset=gaussian_mixture", "--set", "widths=[2,6,2]", "--set", "modes=[3]",
+                  "--set", "learning_rates=[1e12]", "--set", "epochs=2", "--workdir", str(tmp_path / "absurd"))
+    assert absurd.returncode == 3
+    assert "all 1 runs diverged" in absurd.stderr and "lower the learning rate" in absurd.stderr
+    assert "Traceback" not in absurd.stderr
+    assert (tmp_path / "absurd" / "summary.json").is_file()  # nothing computed is lost
