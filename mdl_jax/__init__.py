@@ -56,10 +56,12 @@ from mdl_jax._train import (
     select_run as select_run,
     train as train,
     train_epoch as train_epoch,
+    per_example_loss as per_example_loss,
     DIVERGENCE_CAUSES as DIVERGENCE_CAUSES,
     run_footprint_bytes as run_footprint_bytes,
 )
 
+from mdl_jax import analysis as analysis
 from mdl_jax import online as online
 
 __version__ = "0.1.0"

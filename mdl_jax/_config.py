@@ -40,6 +40,7 @@ class TrainConfig:
       svd_orthogonality: weight of the SVD orthogonality penalty.
       svd_sparsity: weight of the SVD sparsity penalty.
       dtype: ``float32`` or ``float64`` (the latter needs ``JAX_ENABLE_X64=1``).
+      loss: ``cross_entropy`` or ``mse`` (one output: targets +-1, as in the letter's Fig. 1).
       checkpoint_every: write a checkpoint every this many epochs (0: never).
       checkpoint_keep: how many of the latest checkpoints to keep.
       max_runs_per_chunk: at most this many runs on the devices at once; larger sweeps are
@@ -61,6 +62,7 @@ class TrainConfig:
     svd_orthogonality: float = 30.0
     svd_sparsity: float = 1.0
     dtype: str = "float32"
+    loss: str = "cross_entropy"
     checkpoint_every: int = 1
     checkpoint_keep: int = 2
     max_runs_per_chunk: int | None = None
@@ -124,6 +126,8 @@ def make_config(values: dict[str, Any] | None = None, base: TrainConfig | None =
             raise ConfigError(f"{key!r} must be >= 1, got {getattr(config, key)}")
     if not config.seeds or not config.methods or not config.learning_rates:
         raise ConfigError("'methods', 'seeds' and 'learning_rates' each need at least one value")
+    if config.loss not in ("cross_entropy", "mse"):
+        raise ConfigError(f"'loss' must be cross_entropy or mse, got {config.loss!r}")
     if config.dtype not in ("float32", "float64"):
         raise ConfigError(f"'dtype' must be float32 or float64, got {config.dtype!r}")
     return config

@@ -86,7 +86,7 @@ def _sweep_for(config: TrainConfig, method: str) -> Sweep:
         config.widths, method, modes=modes, seeds=config.seeds, learning_rates=config.learning_rates,
         batch_size=config.batch_size, lr_halving_epochs=config.lr_halving_epochs,
         weight_decay=config.weight_decay, svd_orthogonality=config.svd_orthogonality,
-        svd_sparsity=config.svd_sparsity, dtype=config.dtype,
+        svd_sparsity=config.svd_sparsity, dtype=config.dtype, loss=config.loss,
     )
 
 

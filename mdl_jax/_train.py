@@ -40,6 +40,8 @@ class Recipe(NamedTuple):
       svd_orthogonality: weight of the orthogonality penalty (``svd`` only).
       svd_sparsity: weight of the ``||s||_1 / ||s||_2`` penalty (``svd`` only).
       dtype: floating dtype of parameters and computation.
+      loss: ``cross_entropy`` (softmax over the outputs) or ``mse`` (``||y - t||^2 / 2`` with
+        one-hot targets, or ``t = +-1`` for a single output, as in the letter's Fig. 1).
     """
 
     spec: NetworkSpec
@@ -49,6 +51,22 @@ class Recipe(NamedTuple):
     svd_orthogonality: float = 30.0
     svd_sparsity: float = 1.0
     dtype: str = "float32"
+    loss: str = "cross_entropy"
+
+
+LOSSES = ("cross_entropy", "mse")
+
+
+def per_example_loss(logits: jax.Array, labels: jax.Array, loss: str) -> tuple[jax.Array, jax.Array]:
+    """Loss and correctness of each example: ``(loss (...,), correct (...,))``."""
+    if loss == "cross_entropy":
+        correct = jnp.argmax(logits, -1).astype(labels.dtype) == labels
+        return optax.softmax_cross_entropy_with_integer_labels(logits, labels), correct
+    if logits.shape[-1] == 1:  # labels {0, 1} as targets -1, +1
+        target = (2 * labels - 1).astype(logits.dtype)
+        return 0.5 * (logits[..., 0] - target) ** 2, (logits[..., 0] > 0) == (labels > 0)
+    target = jax.nn.one_hot(labels, logits.shape[-1], dtype=logits.dtype)
+    return 0.5 * jnp.sum((logits - target) ** 2, -1), jnp.argmax(logits, -1).astype(labels.dtype) == labels
 
 
 class RunHparams(NamedTuple):
@@ -77,9 +95,9 @@ class TrainState(NamedTuple):
 class EpochMetrics(NamedTuple):
     """Metrics of one epoch (a run axis in front in a sweep)."""
 
-    train_loss: jax.Array  # mean minibatch cross-entropy (without penalties) over the epoch
+    train_loss: jax.Array  # mean minibatch loss (without penalties) over the epoch
     train_accuracy: jax.Array  # mean minibatch accuracy over the epoch
-    test_loss: jax.Array  # cross-entropy on the whole test set after the epoch
+    test_loss: jax.Array  # loss on the whole test set after the epoch
     test_accuracy: jax.Array  # accuracy on the whole test set after the epoch
     diverged_epoch: jax.Array  # -1, or the epoch in which the run diverged (then frozen)
     divergence_cause: jax.Array  # 0, or a key of DIVERGENCE_CAUSES
@@ -125,13 +143,12 @@ def _optimizer(recipe: Recipe, learning_rate: jax.Array, steps_per_epoch: int):
 
 def _loss(params, images, labels, run: RunHparams, recipe: Recipe):
     logits = apply(params, images, spec=recipe.spec, mode_mask=run.mode_mask)
-    cross_entropy = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+    losses, correct = per_example_loss(logits, labels, recipe.loss)
     extra = penalty(
         params, recipe.spec, run.mode_mask,
         orthogonality=recipe.svd_orthogonality, sparsity=recipe.svd_sparsity,
     )
-    accuracy = jnp.mean(jnp.argmax(logits, -1).astype(labels.dtype) == labels)
-    return cross_entropy + extra, (cross_entropy, accuracy)
+    return losses.mean() + extra, (losses.mean(), correct.mean())
 
 
 def init_state(run: RunHparams, *, recipe: Recipe) -> TrainState:
@@ -145,12 +162,12 @@ EVAL_BATCH = 1000
 
 
 def evaluate(params, run: RunHparams, images, labels, *, recipe: Recipe) -> tuple[jax.Array, jax.Array]:
-    """Mean cross-entropy and accuracy of one run on ``(images, labels)``, in batches of 1000."""
+    """Mean loss and accuracy of one run on ``(images, labels)``, in batches of 1000."""
 
     def example(pair):
-        logits = apply(params, pair[0][None], spec=recipe.spec, mode_mask=run.mode_mask)[0]
-        correct = jnp.argmax(logits).astype(pair[1].dtype) == pair[1]
-        return optax.softmax_cross_entropy_with_integer_labels(logits, pair[1]), correct
+        logits = apply(params, pair[0][None], spec=recipe.spec, mode_mask=run.mode_mask)
+        loss, correct = per_example_loss(logits, pair[1][None], recipe.loss)
+        return loss[0], correct[0]
 
     loss, correct = jax.lax.map(example, (images, labels), batch_size=EVAL_BATCH)
     return loss.mean(), correct.mean()
@@ -299,7 +316,9 @@ def train(
       A :class:`TrainResult` with the final state (host arrays) and the per-epoch metrics.
     """
     data = dataset if isinstance(dataset, DataArrays) else data_arrays(dataset, recipe.dtype)
-    _check_data(recipe.spec, data)
+    if recipe.loss not in LOSSES:
+        raise SpecError(f"unknown loss {recipe.loss!r}; choose one of {', '.join(LOSSES)}")
+    _check_data(recipe.spec, data, recipe.loss)
     layout = plan_layout(
         np.asarray(runs.key), run_bytes=run_footprint_bytes(recipe),
         data_bytes=sum(a.nbytes for a in data), devices=devices, max_runs_per_chunk=max_runs_per_chunk,
@@ -352,7 +371,7 @@ def _chunks(tree, layout: Layout) -> list:
     return [jax.tree.map(lambda a: a[c * size:(c + 1) * size], padded) for c in range(layout.num_chunks)]
 
 
-def _check_data(spec: NetworkSpec, data: DataArrays) -> None:
+def _check_data(spec: NetworkSpec, data: DataArrays, loss: str = "cross_entropy") -> None:
     n_in, n_out = spec.widths[0], spec.widths[-1]
     if data.train_images.shape[1] != n_in:
         raise SpecError(
@@ -360,6 +379,8 @@ def _check_data(spec: NetworkSpec, data: DataArrays) -> None:
             f"features per example: set widths[0] = {data.train_images.shape[1]}"
         )
     num_classes = int(max(jnp.max(data.train_labels), jnp.max(data.test_labels))) + 1
+    if loss == "mse" and n_out == 1 and num_classes <= 2:
+        return
     if n_out < num_classes:
         raise SpecError(
             f"the output width N_L = {n_out} is smaller than the data's {num_classes} classes: "

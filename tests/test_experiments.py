@@ -26,3 +26,53 @@ def test_fig4_tiny(tmp_path):
     for config in saved["configurations"]:
         assert len(config["eps_ode"]) == len(config["eps_sim_mean"]) == 8
         assert len(config["M_final"]) == 8 and len(config["M_final"][0]) == 8
+
+
+def _mnist_slice(mnist, n_train=6000, n_test=2000):
+    return mnist._replace(train_images=mnist.train_images[:n_train], train_labels=mnist.train_labels[:n_train],
+                          test_images=mnist.test_images[:n_test], test_labels=mnist.test_labels[:n_test])
+
+
+def _written(out, name):
+    assert {f"{name}.png", f"{name}.pdf", "results.json", "config.json"} <= {p.name for p in out.iterdir()}
+    return json.loads((out / "results.json").read_text())
+
+
+def test_fig1_tiny(tmp_path):
+    from experiments import fig1
+
+    results = fig1.run(fig1.Fig1Settings(seeds=2, epochs=3, n_train=4000, n_test=1000, batch_size=50, lr=1e-2), tmp_path)
+    saved = _written(tmp_path, "fig1")
+    assert len(saved["test_accuracy"]) == 2 and max(saved["test_accuracy"]) > 0.6
+    assert set(saved["points"]) >= {"x", "projected", "scaled", "remapped", "hidden", "correct"}
+    assert results["correct_fraction_shown"] > 0.6
+
+
+@pytest.mark.mnist
+def test_fig2_tiny(tmp_path, mnist):
+    from experiments import fig2
+
+    settings = fig2.Fig2Settings(seeds=2, epochs=1, modes=(5, 30), trajectory_modes=(30,), widths=(25,),
+                                 width_modes=(5, 30), overlap_dim=3)
+    results = fig2.run(settings, _mnist_slice(mnist), tmp_path)
+    saved = _written(tmp_path, "fig2")
+    assert set(saved["b_accuracy_vs_p"]["mdl"]) == {"5", "30"}
+    assert saved["b_accuracy_vs_p"]["mdl"]["30"]["param_fraction"] == pytest.approx(35_910 / 89_400)
+    assert set(saved["c_least_modes"]) == {"25"}
+    assert len(saved["d_dispersion_by_layer"]["mean"]) == 4
+    assert len(saved["ef_subspace_overlap"]["mdl"]["mean"]) == 5
+    assert all(0 <= o <= 1 + 1e-6 for o in saved["ef_subspace_overlap"]["bp"]["mean"])
+    assert results["wall_time_s"] > 0
+
+
+@pytest.mark.mnist
+def test_fig3_tiny(tmp_path, mnist):
+    from experiments import fig3
+
+    results = fig3.run(fig3.Fig3Settings(seeds=2, epochs=1, modes=20, fractions=5, random_draws=3), _mnist_slice(mnist), tmp_path)
+    saved = _written(tmp_path, "fig3")
+    for layer in ("0", "1", "2"):
+        removal = saved["a_removal"][layer]
+        assert len(removal["weakest_first"]["mean"]) == 5
+        assert removal["weakest_first"]["mean"][0] == pytest.approx(results["test_accuracy"]["mean"], abs=1e-6)
+        assert saved["b_spectrum"][layer]["fit"]["break_rank"] > 1

@@ -1,0 +1,140 @@
+"""Fig. 3 of the letter: which modes matter. 784-100-100-10, 1L1P, p = 70.
+
+    python -m experiments.fig3 [--quick] [--out DIR] [--data-dir DIR]
+
+(a) Test accuracy as a growing fraction of one layer's modes is switched off: weakest tau
+first against uniformly random order (10 random orders), each weight layer, averaged over the
+trained networks. (b) The mode measure tau (and its parts gamma ||xi||, gamma ||xi_hat||,
+|sigma|) against rank, with a two-segment power-law fit in log-log (break rank and both
+exponents estimated), and the accuracy left when only the leading or only the tail modes are
+kept.
+
+Full settings: the letter's (10 networks, 150 epochs, lr 5e-3 halving every 30 epochs).
+--quick (2 networks, 2 epochs): about 1 minute on 2 CPU cores.
+Writes DIR/fig3.png, fig3.pdf, config.json, results.json.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import mdl_jax
+from mdl_jax import analysis
+from experiments import common
+
+
+@dataclasses.dataclass(frozen=True)
+class Fig3Settings:
+    seeds: int = 10
+    epochs: int = 150
+    lr: float = 5e-3
+    lr_halving_epochs: int = 30
+    modes: int = 70
+    fractions: int = 11
+    random_draws: int = 10
+
+
+QUICK = Fig3Settings(seeds=2, epochs=2)
+
+
+def run(settings: Fig3Settings, data: mdl_jax.Dataset, out: Path, *, plot: bool = True) -> dict:
+    start = time.perf_counter()
+    s = settings
+    widths = (784, 100, 100, 10)
+    sweep, result = common.train_grid(data, widths, "mdl_1l1p", modes=[s.modes], seeds=range(s.seeds), lr=s.lr,
+                                      epochs=s.epochs, lr_halving_epochs=s.lr_halving_epochs)
+    spec = sweep.recipe.spec
+    x, y = jnp.asarray(data.test_images), jnp.asarray(data.test_labels)
+    fractions = jnp.linspace(0.0, 1.0, s.fractions)
+    removal, spectra = {}, {}
+    for layer in range(spec.num_layers):
+        weakest, random = [], []
+        taus, parts = [], []
+        for r in range(len(sweep.infos)):
+            params = mdl_jax.select_run(result.state.params, r)
+            curves = analysis.removal_curves(params, spec, x, y, layer=layer, fractions=fractions,
+                                             key=jax.random.PRNGKey(r), draws=s.random_draws)
+            weakest.append(curves.weakest_first)
+            random.append(curves.random.mean(1))
+            mode_layer = mdl_jax.mode_layers(params, spec)[layer]
+            tau = analysis.mode_importance(mode_layer)
+            order = jnp.argsort(-tau)
+            gamma = jnp.sum(jnp.abs(mode_layer.sigma)) / jnp.sum(
+                jnp.linalg.norm(mode_layer.xi, axis=0) + jnp.linalg.norm(mode_layer.xi_hat, axis=0))
+            taus.append(tau[order])
+            parts.append(np.stack([gamma * jnp.linalg.norm(mode_layer.xi, axis=0)[order],
+                                   gamma * jnp.linalg.norm(mode_layer.xi_hat, axis=0)[order],
+                                   jnp.abs(mode_layer.sigma)[order]]))
+        weakest, random = np.asarray(weakest), np.asarray(random)
+        half = int(np.argmin(np.abs(np.asarray(fractions) - 0.5)))
+        removal[layer] = {
+            "weakest_first": {"mean": weakest.mean(0), "std": weakest.std(0)},
+            "random": {"mean": random.mean(0), "std": random.std(0)},
+            "gap_at_half_removed_points": 100 * float(weakest[:, half].mean() - random[:, half].mean()),
+            "accuracy_at_half_removed_weakest_first": float(weakest[:, half].mean()),
+        }
+        mean_tau = np.asarray(taus).mean(0)
+        fit = analysis.fit_two_power_laws(mean_tau)
+        kept = []
+        for r in range(len(sweep.infos)):
+            params = mdl_jax.select_run(result.state.params, r)
+            rank = jnp.argsort(jnp.argsort(-analysis.mode_importance(mdl_jax.mode_layers(params, spec)[layer])))
+            leading = (rank < fit.break_rank - 1).astype(jnp.float32)
+            masks = lambda m: tuple(m if l == layer else jnp.ones(s.modes) for l in range(spec.num_layers))
+            kept.append([float(analysis.accuracy(params, x, y, spec=spec, mode_mask=masks(leading))),
+                         float(analysis.accuracy(params, x, y, spec=spec, mode_mask=masks(1 - leading)))])
+        kept = np.asarray(kept)
+        spectra[layer] = {
+            "tau_by_rank": mean_tau, "parts_by_rank": np.asarray(parts).mean(0),
+            "fit": fit._asdict(), "accuracy_leading_only": kept[:, 0].mean(), "accuracy_tail_only": kept[:, 1].mean(),
+        }
+    results = {
+        "settings": dataclasses.asdict(s), "fractions": fractions,
+        "test_accuracy": {"mean": result.metrics.test_accuracy[-1].mean(), "std": result.metrics.test_accuracy[-1].std()},
+        "a_removal": {str(l): v for l, v in removal.items()},
+        "b_spectrum": {str(l): v for l, v in spectra.items()},
+        "wall_time_s": time.perf_counter() - start,
+    }
+    common.save(out, "fig3", results, settings, draw(results) if plot else None)
+    return results
+
+
+def draw(results: dict):
+    plt = common.pyplot()
+    layers = sorted(results["a_removal"], key=int)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.6), constrained_layout=True)
+    fractions = np.asarray(results["fractions"])
+    colors = plt.cm.viridis(np.linspace(0, 0.85, len(layers)))
+    for layer, color in zip(layers, colors):
+        r = results["a_removal"][layer]
+        axes[0].plot(fractions, r["weakest_first"]["mean"], "-", color=color, label=f"layer {int(layer) + 1}, weakest tau first")
+        axes[0].plot(fractions, r["random"]["mean"], "--", color=color, label=f"layer {int(layer) + 1}, random")
+    axes[0].set(xlabel="fraction of modes removed", ylabel="test accuracy", title="(a) removing modes, 1L1P p = 70")
+    axes[0].legend(fontsize=7)
+    for layer, color in zip(layers, colors):
+        spectrum = results["b_spectrum"][layer]
+        tau = np.asarray(spectrum["tau_by_rank"])
+        rank = np.arange(1, len(tau) + 1)
+        fit = spectrum["fit"]
+        axes[1].loglog(rank, tau, "o", ms=3, color=color,
+                       label=f"layer {int(layer) + 1}: break {fit['break_rank']}, exponents {fit['leading_exponent']:.2f} / {fit['tail_exponent']:.2f}")
+    axes[1].set(xlabel="rank", ylabel="tau", title="(b) mode measure against rank")
+    axes[1].legend(fontsize=7)
+    return fig
+
+
+def main(argv=None) -> None:
+    args = common.parser(__doc__).parse_args(argv)
+    data = mdl_jax.load_dataset("mnist", args.data_dir)
+    results = run(common.settings_from(args, Fig3Settings(), QUICK), data, args.out or Path("runs/fig3"))
+    print(f"wrote {args.out or 'runs/fig3'} in {results['wall_time_s']:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,212 @@
+"""Analyses of trained mode networks behind the letter's Figs. 1-3 (``mdl-method-notes.md`` section 4).
+
+Everything that touches a network is a pure JAX function (vmappable over runs, masks or draws);
+the curve fits at the end are small least-squares problems on host arrays.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mdl_jax._models import ModeLayer, Params, apply, mode_layers
+from mdl_jax._spec import NetworkSpec
+from mdl_jax._train import per_example_loss
+
+
+def mode_importance(layer: ModeLayer) -> jax.Array:
+    """``tau_a = gamma ||xi_a|| + gamma ||xi_hat_a|| + |sigma_a|`` (letter, Fig. 3).
+
+    ``gamma = sum_a |sigma_a| / sum_a (||xi_a|| + ||xi_hat_a||)`` puts the pattern norms on the
+    scale of the importances. Modes whose sigma is masked to zero count as absent.
+
+    Returns:
+      ``tau`` of shape ``(p,)`` (zero for masked modes).
+    """
+    present = (layer.sigma != 0).astype(layer.sigma.dtype)
+    norms = (jnp.linalg.norm(layer.xi, axis=0) + jnp.linalg.norm(layer.xi_hat, axis=0)) * present
+    gamma = jnp.sum(jnp.abs(layer.sigma)) / jnp.sum(norms)
+    return gamma * norms + jnp.abs(layer.sigma)
+
+
+def removal_mask(scores: jax.Array, fraction: jax.Array) -> jax.Array:
+    """0/1 mask keeping all but the ``floor(fraction * p)`` modes of lowest ``scores``."""
+    p = scores.shape[0]
+    position = jnp.argsort(jnp.argsort(scores))  # 0 for the weakest mode
+    return (position >= jnp.floor(fraction * p)).astype(scores.dtype)
+
+
+def accuracy(params: Params, images, labels, *, spec: NetworkSpec, mode_mask=None, loss: str = "cross_entropy"):
+    """Test accuracy of one network (optionally with modes switched off)."""
+    logits = apply(params, images, spec=spec, mode_mask=mode_mask)
+    return per_example_loss(logits, labels, loss)[1].mean()
+
+
+class RemovalCurves(NamedTuple):
+    fractions: jax.Array  # (F,)
+    weakest_first: jax.Array  # (F,) accuracy removing the lowest-tau modes first
+    random: jax.Array  # (F, draws) accuracy removing uniformly random modes
+
+
+def removal_curves(
+    params: Params, spec: NetworkSpec, images, labels, *, layer: int, fractions: jax.Array,
+    key: jax.Array, draws: int = 10, loss: str = "cross_entropy",
+) -> RemovalCurves:
+    """Accuracy as a growing fraction of one layer's modes is switched off (Fig. 3a).
+
+    The modes of ``layer`` are removed (sigma zeroed) weakest-tau first, and in uniformly
+    random order (``draws`` independent orders); every (fraction, order) pair is one vmapped
+    evaluation of the whole test set.
+    """
+    layers = mode_layers(params, spec)
+    tau = mode_importance(layers[layer])
+    ones = [jnp.ones_like(f.sigma) for f in layers]
+
+    def evaluate(layer_mask):
+        masks = tuple(layer_mask if l == layer else m for l, m in enumerate(ones))
+        return accuracy(params, images, labels, spec=spec, mode_mask=masks, loss=loss)
+
+    weakest = jax.vmap(lambda f: evaluate(removal_mask(tau, f)))(fractions)
+    random_scores = jax.random.uniform(key, (draws, tau.shape[0]), tau.dtype)
+    per_draw = jax.vmap(lambda f: jax.vmap(lambda s: evaluate(removal_mask(s, f)))(random_scores))(fractions)
+    return RemovalCurves(fractions, weakest, per_draw)
+
+
+def pattern_dispersion(patterns: jax.Array) -> jax.Array:
+    """Mean Euclidean distance of the pattern vectors (columns, one per mode) from their centroid."""
+    centroid = jnp.mean(patterns, axis=1, keepdims=True)
+    return jnp.mean(jnp.linalg.norm(patterns - centroid, axis=0))
+
+
+def class_subspaces(responses: jax.Array, labels: jax.Array, num_classes: int, dim: int) -> jax.Array:
+    """Leading ``dim`` eigenvectors of each class's response covariance: ``(classes, N, dim)``."""
+
+    def basis(c):
+        weight = (labels == c).astype(responses.dtype)
+        count = jnp.sum(weight)
+        mean = weight @ responses / count
+        centred = (responses - mean) * weight[:, None]
+        _, vectors = jnp.linalg.eigh(centred.T @ centred / count)
+        return vectors[:, ::-1][:, :dim]
+
+    return jax.vmap(basis)(jnp.arange(num_classes))
+
+
+def subspace_overlap(responses: jax.Array, labels: jax.Array, num_classes: int, *, dim: int = 5) -> jax.Array:
+    """Mean over class pairs of the cosine of the smallest principal angle between the classes'
+    principal subspaces (Bjorck & Golub 1973): the largest singular value of ``U_a^T U_b``."""
+    bases = class_subspaces(responses, labels, num_classes, dim)
+    pairs = jnp.asarray(list(itertools.combinations(range(num_classes), 2)))
+    cosines = jax.vmap(lambda ab: jnp.linalg.svd(bases[ab[0]].T @ bases[ab[1]], compute_uv=False)[0])(pairs)
+    return jnp.mean(cosines)
+
+
+def layer_overlaps(params: Params, spec: NetworkSpec, images, labels, num_classes: int, *, dim: int = 5) -> jax.Array:
+    """:func:`subspace_overlap` of every hidden layer's responses, ``(L - 1,)``."""
+    _, hidden = apply(params, images, spec=spec, return_hidden=True)
+    return jnp.stack([subspace_overlap(h, labels, num_classes, dim=dim) for h in hidden])
+
+
+def mean_abs_cosine(a: jax.Array, b: jax.Array, *, exclude_diagonal: bool = False) -> jax.Array:
+    """Mean ``|cos|`` between the columns of ``a`` and those of ``b`` (same ambient space)."""
+    unit = lambda m: m / jnp.linalg.norm(m, axis=0, keepdims=True)
+    cosines = jnp.abs(unit(a).T @ unit(b))
+    if exclude_diagonal:
+        n = cosines.shape[0]
+        return (jnp.sum(cosines) - jnp.trace(cosines)) / (n * n - n)
+    return jnp.mean(cosines)
+
+
+class Orthogonality(NamedTuple):
+    intra: list[float]  # per hidden layer l: xi of weight layer l-1 against xi_hat of weight layer l
+    inter: list[float]  # per weight layer l with N_l = N_{l+1}: its xi_hat against its xi
+
+
+def pattern_orthogonality(params: Params, spec: NetworkSpec) -> Orthogonality:
+    """Mean ``|cos|`` of intra-layer pattern pairs (the two pattern sets living in one hidden
+    layer) and of inter-layer pairs (the upstream and downstream patterns of one weight matrix,
+    e.g. ``xi_hat^l`` vs ``xi^{l+1}`` in the letter's notation)."""
+    layers = mode_layers(params, spec)
+    intra = [float(mean_abs_cosine(layers[l - 1].xi, layers[l].xi_hat)) for l in range(1, len(layers))]
+    inter = [
+        float(mean_abs_cosine(f.xi_hat, f.xi))
+        for f in layers if f.xi_hat.shape[0] == f.xi.shape[0]
+    ]
+    return Orthogonality(intra, inter)
+
+
+def geometric_maps(layer: ModeLayer, x: jax.Array) -> dict[str, jax.Array]:
+    """The successive maps of Fig. 1(c): ``xi_hat^T x``, ``Sigma xi_hat^T x``,
+    ``xi Sigma xi_hat^T x`` and the hidden representation ``relu(xi Sigma xi_hat^T x)``."""
+    projected = x @ layer.xi_hat
+    scaled = projected * layer.sigma
+    remapped = scaled @ layer.xi.T
+    return {"projected": projected, "scaled": scaled, "remapped": remapped, "hidden": jax.nn.relu(remapped)}
+
+
+# ---------------------------------------------------------------- fits on host arrays
+
+
+class TwoPowerLaws(NamedTuple):
+    break_rank: int  # first rank of the second segment
+    leading_exponent: float  # tau ~ rank^(-leading_exponent) before the break
+    tail_exponent: float  # and rank^(-tail_exponent) after it
+    residual: float  # sum of squared log residuals
+
+
+def fit_two_power_laws(values: Sequence[float], *, min_points: int = 3) -> TwoPowerLaws:
+    """Two power laws in rank, with the break rank chosen by least squares in log-log.
+
+    ``values`` are sorted in descending order; each segment gets its own line in
+    ``(ln rank, ln value)``; the break minimises the total squared residual.
+    """
+    y = np.log(np.sort(np.asarray(values, float))[::-1])
+    x = np.log(np.arange(1, len(y) + 1))
+    if len(y) < 2 * min_points:
+        raise ValueError(f"need at least {2 * min_points} values for two segments, got {len(y)}")
+
+    def line(xs, ys):
+        slope, intercept = np.polyfit(xs, ys, 1)
+        return slope, float(np.sum((ys - (slope * xs + intercept)) ** 2))
+
+    best = None
+    for b in range(min_points, len(y) - min_points + 1):
+        (s1, r1), (s2, r2) = line(x[:b], y[:b]), line(x[b:], y[b:])
+        if best is None or r1 + r2 < best.residual:
+            best = TwoPowerLaws(b + 1, -s1, -s2, r1 + r2)
+    return best
+
+
+def least_modes(modes: Sequence[int], accuracies: np.ndarray, reference: np.ndarray) -> int | None:
+    """Least p whose mean accuracy over seeds is within the seed-to-seed error of ``reference``.
+
+    Criterion: ``mean(acc_p) >= mean(reference) - std(reference)`` (sample standard deviation
+    of the reference runs, e.g. BP). ``accuracies`` is ``(len(modes), seeds)``.
+    """
+    reference = np.asarray(reference, float)
+    spread = reference.std(ddof=1) if reference.size > 1 else 0.0
+    threshold = reference.mean() - spread
+    for p, acc in sorted(zip(modes, np.asarray(accuracies, float)), key=lambda t: t[0]):
+        if acc.mean() >= threshold:
+            return int(p)
+    return None
+
+
+class LogFit(NamedTuple):
+    slope: float  # least p ~ slope * ln N + intercept
+    intercept: float
+    r2: float
+
+
+def fit_log_growth(widths: Sequence[int], values: Sequence[float]) -> LogFit:
+    """Least-squares fit of ``values ~ slope * ln(width) + intercept`` and its R^2."""
+    x, y = np.log(np.asarray(widths, float)), np.asarray(values, float)
+    slope, intercept = np.polyfit(x, y, 1)
+    residual = np.sum((y - slope * x - intercept) ** 2)
+    total = np.sum((y - y.mean()) ** 2)
+    return LogFit(float(slope), float(intercept), float(1 - residual / total) if total > 0 else 1.0)
