@@ -37,6 +37,16 @@ def settings_from(args, full, quick):
     return dataclasses.replace(settings, **updates)
 
 
+def main(doc: str, run, full, quick, name: str, *, mnist: bool = True, argv=None) -> dict:
+    """Parses the command line, runs the figure and says where it went."""
+    args = parser(doc).parse_args(argv)
+    settings = settings_from(args, full, quick)
+    out = args.out or Path("runs") / name
+    results = run(settings, mdl_jax.load_dataset("mnist", args.data_dir), out) if mnist else run(settings, out)
+    print(f"wrote {out}/{name}.png, .pdf, results.json in {results['wall_time_s']:.0f} s")
+    return results
+
+
 def train_grid(data, widths, method, *, modes=(None,), seeds, lr, epochs, **recipe):
     """Trains one method's grid as one program; returns ``(sweep, result)``."""
     sweep = mdl_jax.build_sweep(widths, method, modes=list(modes), seeds=seeds, learning_rates=[lr], **recipe)

@@ -90,10 +90,8 @@ def draw(results: dict):
     return fig
 
 
-def main(argv=None) -> None:
-    args = common.parser(__doc__).parse_args(argv)
-    results = run(common.settings_from(args, Fig1Settings(), QUICK), args.out or Path("runs/fig1"))
-    print(f"test accuracy {np.mean(results['test_accuracy']):.3f}; wrote {args.out or 'runs/fig1'} in {results['wall_time_s']:.0f} s")
+def main(argv=None) -> dict:
+    return common.main(__doc__, run, Fig1Settings(), QUICK, "fig1", mnist=False, argv=argv)
 
 
 if __name__ == "__main__":

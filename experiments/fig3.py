@@ -129,11 +129,8 @@ def draw(results: dict):
     return fig
 
 
-def main(argv=None) -> None:
-    args = common.parser(__doc__).parse_args(argv)
-    data = mdl_jax.load_dataset("mnist", args.data_dir)
-    results = run(common.settings_from(args, Fig3Settings(), QUICK), data, args.out or Path("runs/fig3"))
-    print(f"wrote {args.out or 'runs/fig3'} in {results['wall_time_s']:.0f} s")
+def main(argv=None) -> dict:
+    return common.main(__doc__, run, Fig3Settings(), QUICK, "fig3", argv=argv)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from mdl_jax._spec import METHODS
+from mdl_jax._train import Recipe
+
+_RECIPE = Recipe._field_defaults  # one source for the training defaults
 
 
 class ConfigError(ValueError):
@@ -56,13 +59,13 @@ class TrainConfig:
     seeds: tuple[int, ...] = (0,)
     learning_rates: tuple[float, ...] = (3e-3,)
     epochs: int = 20
-    batch_size: int = 100
-    lr_halving_epochs: int = 50
-    weight_decay: float = 1e-4
-    svd_orthogonality: float = 30.0
-    svd_sparsity: float = 1.0
-    dtype: str = "float32"
-    loss: str = "cross_entropy"
+    batch_size: int = _RECIPE["batch_size"]
+    lr_halving_epochs: int = _RECIPE["lr_halving_epochs"]
+    weight_decay: float = _RECIPE["weight_decay"]
+    svd_orthogonality: float = _RECIPE["svd_orthogonality"]
+    svd_sparsity: float = _RECIPE["svd_sparsity"]
+    dtype: str = _RECIPE["dtype"]
+    loss: str = _RECIPE["loss"]
     checkpoint_every: int = 1
     checkpoint_keep: int = 2
     max_runs_per_chunk: int | None = None
