@@ -1,0 +1,290 @@
+"""Maximum-entropy (Ising) models of weight samples and their entropy landscape.
+
+The least structured model of binary weight configurations ``s in {-1, +1}^N`` that
+reproduces their means and pairwise correlations is
+
+.. math:: P(s) = \\exp\\Big(\\sum_{i<j} J_{ij} s_i s_j + \\sum_i h_i s_i\\Big) / Z
+
+(Zou & Huang 2021; ``effective-model-notes.md``). Here: belief propagation (BP) on the dense
+graph, vectorised over all directed edges; Bethe free energy, mean energy and entropy;
+inverse Ising by Boltzmann-machine learning with BP moments, cross-checked by
+pseudo-likelihood and by Metropolis sampling; and the entropy landscape ``s(d)`` around a
+reference configuration, swept down and up in a field ``x`` with warm starts.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+
+class Ising(NamedTuple):
+    J: jax.Array  # (N, N) symmetric couplings, zero diagonal
+    h: jax.Array  # (N,) fields
+
+
+class BPResult(NamedTuple):
+    messages: jax.Array  # (N, N): messages[i, j] = cavity magnetisation m_{i->j}
+    magnetisation: jax.Array  # (N,)
+    pair_moment: jax.Array  # (N, N) <s_i s_j> (diagonal 1)
+    sweeps: jax.Array  # BP sweeps used
+    change: jax.Array  # last max |change| of a message
+
+
+def _cavity_terms(model: Ising, messages: jax.Array):
+    """``x[k, i] = tanh(J_ki) m_{k->i}`` and the full cavity fields ``H_i``."""
+    x = jnp.tanh(model.J) * messages
+    fields = model.h + jnp.sum(jnp.arctanh(x), axis=0)
+    return x, fields
+
+
+def belief_propagation(
+    model: Ising, messages: jax.Array | None = None, *, tol: float = 1e-4, max_sweeps: int = 1000,
+    damping: float = 0.0,
+) -> BPResult:
+    """Iterates ``m_{i->j} = tanh(h_i + sum_{k != j} atanh(tanh(J_ki) m_{k->i}))`` to a fixed point.
+
+    All ``N (N - 1)`` directed messages are updated at once (a parallel sweep), with optional
+    damping, until the largest change is below ``tol`` or after ``max_sweeps`` sweeps.
+
+    Args:
+      model: couplings and fields.
+      messages: starting messages (a warm start), default zero.
+      tol: convergence threshold on the largest message change.
+      max_sweeps: sweep budget.
+      damping: weight of the old message in each update (0: none).
+    """
+    n = model.h.shape[0]
+    off_diagonal = 1.0 - jnp.eye(n, dtype=model.h.dtype)
+    messages = jnp.zeros((n, n), model.h.dtype) if messages is None else messages
+
+    def update(messages):
+        x, fields = _cavity_terms(model, messages)
+        new = jnp.tanh(fields[:, None] - jnp.arctanh(x).T) * off_diagonal
+        return damping * messages + (1 - damping) * new
+
+    def body(carry):
+        messages, sweep, _ = carry
+        new = update(messages)
+        return new, sweep + 1, jnp.max(jnp.abs(new - messages))
+
+    messages, sweeps, change = jax.lax.while_loop(
+        lambda c: (c[1] < max_sweeps) & (c[2] > tol), body, (messages, jnp.int32(0), jnp.asarray(jnp.inf, model.h.dtype))
+    )
+    _, fields = _cavity_terms(model, messages)
+    t = jnp.tanh(model.J)
+    product = messages * messages.T
+    pair = (t + product) / (1 + t * product)
+    pair = pair * off_diagonal + jnp.eye(n, dtype=pair.dtype)
+    return BPResult(messages, jnp.tanh(fields), pair, sweeps, change)
+
+
+def bethe_free_entropy(model: Ising, bp: BPResult) -> jax.Array:
+    """``ln Z_Bethe = sum_i ln Z_i - sum_{i<j} ln Z_ij`` (so ``F_Bethe = -ln Z_Bethe``).
+
+    ``Z_i = 2 cosh(H_i) prod_k cosh(J_ik) sqrt(1 - x_ki^2)``, ``x_ki = tanh(J_ik) m_{k->i}``;
+    ``Z_ij = cosh(J_ij) (1 + tanh(J_ij) m_{i->j} m_{j->i})``.
+    """
+    n = model.h.shape[0]
+    off = 1.0 - jnp.eye(n, dtype=model.h.dtype)
+    x, fields = _cavity_terms(model, bp.messages)
+    site = jnp.log(2 * jnp.cosh(fields)) + jnp.sum((jnp.log(jnp.cosh(model.J)) + 0.5 * jnp.log1p(-(x**2))) * off, axis=0)
+    edge = (jnp.log(jnp.cosh(model.J)) + jnp.log1p(jnp.tanh(model.J) * bp.messages * bp.messages.T)) * off
+    return jnp.sum(site) - 0.5 * jnp.sum(edge)
+
+
+def mean_energy(model: Ising, bp: BPResult) -> jax.Array:
+    """``<E> = -sum_{i<j} J_ij <s_i s_j> - sum_i h_i m_i`` under the BP moments."""
+    return -0.5 * jnp.sum(model.J * bp.pair_moment * (1 - jnp.eye(model.h.shape[0]))) - model.h @ bp.magnetisation
+
+
+def bethe_entropy(model: Ising, bp: BPResult) -> jax.Array:
+    """Shannon entropy ``S = ln Z + <E>`` (beta = 1) in the Bethe approximation."""
+    return bethe_free_entropy(model, bp) + mean_energy(model, bp)
+
+
+def exact_moments(model: Ising) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Magnetisations, pair moments and ``ln Z`` by enumerating all ``2^N`` states (N <= 20)."""
+    n = model.h.shape[0]
+    states = 1 - 2 * ((jnp.arange(2**n)[:, None] >> jnp.arange(n)) & 1).astype(model.h.dtype)
+    log_weights = 0.5 * jnp.einsum("si,ij,sj->s", states, model.J, states) + states @ model.h
+    log_z = jax.scipy.special.logsumexp(log_weights)
+    p = jnp.exp(log_weights - log_z)
+    return p @ states, jnp.einsum("s,si,sj->ij", p, states, states), log_z
+
+
+def sample_moments(samples: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Means and second moments ``<s_i s_j>`` of ``(n, N)`` samples in {-1, +1}."""
+    samples = jnp.asarray(samples, jnp.result_type(float))
+    return samples.mean(0), samples.T @ samples / samples.shape[0]
+
+
+class BoltzmannFit(NamedTuple):
+    model: Ising
+    rms_error: jax.Array  # RMS moment error of the returned iterate
+    history: jax.Array  # RMS error at every iteration
+
+
+def boltzmann_learning(
+    samples: jax.Array, *, iterations: int = 100, lr_couplings: float = 0.01, lr_fields: float = 0.3,
+    l2: float = 1e-4, damping: float = 0.5, tol: float = 1e-4, max_sweeps: int = 1000,
+) -> BoltzmannFit:
+    """Inverse Ising by Boltzmann-machine learning with BP moments (notes, section 2).
+
+    ``J <- J - lr_J (C_model - C_data + l2 J)``, ``h <- h - lr_h (m_model - m_data)``, with the
+    model's moments from BP (warm-started from the previous iteration's messages); returns the
+    iterate with the lowest RMS moment error.
+    """
+    mean, second = sample_moments(samples)
+    n = mean.shape[0]
+    off = 1.0 - jnp.eye(n, dtype=mean.dtype)
+    start = Ising(jnp.zeros((n, n), mean.dtype), jnp.arctanh(jnp.clip(mean, -0.99, 0.99)))
+
+    def step(carry, _):
+        model, messages, best, best_err = carry
+        bp = belief_propagation(model, messages, tol=tol, max_sweeps=max_sweeps, damping=damping)
+        d_second = (bp.pair_moment - second) * off
+        d_mean = bp.magnetisation - mean
+        err = jnp.sqrt((jnp.sum(d_second**2) + jnp.sum(d_mean**2)) / (n * n))
+        better = err < best_err
+        best = jax.tree.map(lambda a, b: jnp.where(better, a, b), model, best)
+        new = Ising(model.J - lr_couplings * (d_second + l2 * model.J), model.h - lr_fields * d_mean)
+        return (new, bp.messages, best, jnp.minimum(err, best_err)), err
+
+    (_, _, best, best_err), history = jax.lax.scan(
+        step, (start, jnp.zeros((n, n), mean.dtype), start, jnp.asarray(jnp.inf, mean.dtype)), None, length=iterations
+    )
+    return BoltzmannFit(best, best_err, history)
+
+
+def pseudo_likelihood(samples: jax.Array, *, l2: float = 1e-4, steps: int = 500, lr: float = 0.05) -> Ising:
+    """Inverse Ising by maximising the pseudo-likelihood ``sum_i ln P(s_i | s_rest)`` (Adam, then
+    symmetrised couplings): a cross-check of :func:`boltzmann_learning`."""
+    samples = jnp.asarray(samples, jnp.result_type(float))
+    n = samples.shape[1]
+    off = 1.0 - jnp.eye(n, dtype=samples.dtype)
+
+    def loss(model):
+        couplings = 0.5 * (model.J + model.J.T) * off
+        local = samples @ couplings + model.h
+        return -jnp.mean(jnp.sum(jax.nn.log_sigmoid(2 * samples * local), axis=1)) + l2 * jnp.sum(couplings**2)
+
+    optimizer = optax.adam(lr)
+    model = Ising(jnp.zeros((n, n), samples.dtype), jnp.zeros(n, samples.dtype))
+
+    def step(carry, _):
+        model, state = carry
+        grads = jax.grad(loss)(model)
+        updates, state = optimizer.update(grads, state)
+        return (optax.apply_updates(model, updates), state), None
+
+    (model, _), _ = jax.lax.scan(step, (model, optimizer.init(model)), None, length=steps)
+    return Ising(0.5 * (model.J + model.J.T) * off, model.h)
+
+
+def metropolis(model: Ising, key: jax.Array, *, chains: int, sweeps: int, burn_in: int, thin: int = 1) -> jax.Array:
+    """Samples of the Ising model by single-spin Metropolis (sequential sweeps), ``chains``
+    independent chains vmapped; returns ``(chains * (sweeps - burn_in) // thin, N)`` samples."""
+    n = model.h.shape[0]
+
+    def chain(key):
+        k0, k1 = jax.random.split(key)
+        spins = jnp.where(jax.random.bernoulli(k0, 0.5, (n,)), 1.0, -1.0).astype(model.h.dtype)
+
+        def sweep(spins, key):
+            uniforms = jax.random.uniform(key, (n,), model.h.dtype)
+
+            def flip(i, spins):
+                delta = 2 * spins[i] * (model.J[i] @ spins + model.h[i])  # energy increase of flipping i
+                accept = uniforms[i] < jnp.exp(-delta)
+                return spins.at[i].multiply(jnp.where(accept, -1.0, 1.0))
+
+            spins = jax.lax.fori_loop(0, n, flip, spins)
+            return spins, spins
+
+        _, states = jax.lax.scan(sweep, spins, jax.random.split(k1, sweeps))
+        return states[burn_in::thin]
+
+    return jax.vmap(chain)(jax.random.split(key, chains)).reshape(-1, n)
+
+
+class Landscape(NamedTuple):
+    fields: jax.Array  # (S,) the x values in sweep order (down, then up)
+    overlap: jax.Array  # (S,) q = (1/N) sum_i s*_i m_i
+    distance: jax.Array  # (S,) d = (1 - q) / 2
+    entropy: jax.Array  # (S,) s(d) per spin
+    converged: jax.Array  # (S,) whether BP met its tolerance
+
+
+def entropy_bound(distance: jax.Array) -> jax.Array:
+    """``-d ln d - (1 - d) ln(1 - d)``: the entropy of all configurations at distance d."""
+    d = jnp.clip(distance, 1e-12, 1 - 1e-12)
+    return -d * jnp.log(d) - (1 - d) * jnp.log1p(-d)
+
+
+def field_sweep(x_max: float = 3.0, step: float = 0.05) -> jax.Array:
+    """``x`` from ``+x_max`` down to ``-x_max`` and back up, in steps of ``step``."""
+    down = jnp.linspace(x_max, -x_max, int(round(2 * x_max / step)) + 1)
+    return jnp.concatenate([down, down[::-1][1:]])
+
+
+def entropy_landscape(
+    model: Ising, reference: jax.Array, fields: jax.Array, *, tol: float = 1e-4, max_sweeps: int = 1000,
+    damping: float = 0.5,
+) -> Landscape:
+    """The entropy landscape around ``reference`` (notes, section 3).
+
+    At each field ``x`` (in the given order, each BP warm-started from the previous one) the
+    model ``P_x(s) ~ exp(-E(s) + x sum_i s*_i s_i)`` is solved by BP, and
+
+    .. math:: s = \\frac{1}{N}\\Big(\\ln Z_x + \\langle E \\rangle_x\\Big) - x q,
+
+    the Shannon entropy per spin of ``P_x`` (``E`` without the x-field), which for independent
+    unbiased spins is exactly :func:`entropy_bound` at ``d = (1 - q) / 2``.
+    """
+    n = model.h.shape[0]
+    reference = jnp.asarray(reference, model.h.dtype)
+
+    def at_field(messages, x):
+        tilted = Ising(model.J, model.h + x * reference)
+        bp = belief_propagation(tilted, messages, tol=tol, max_sweeps=max_sweeps, damping=damping)
+        q = reference @ bp.magnetisation / n
+        entropy = (bethe_free_entropy(tilted, bp) + mean_energy(model, bp)) / n - x * q
+        return bp.messages, (q, entropy, bp.change <= tol)
+
+    _, (q, entropy, converged) = jax.lax.scan(at_field, jnp.zeros((n, n), model.h.dtype), fields)
+    return Landscape(fields, q, (1 - q) / 2, entropy, converged)
+
+
+def distance_jumps(landscape: Landscape) -> jax.Array:
+    """Largest jump of d between neighbouring fields on the down sweep and on the up sweep."""
+    half = (landscape.fields.shape[0] + 1) // 2
+    down, up = landscape.distance[:half], landscape.distance[half - 1:]
+    return jnp.stack([jnp.max(jnp.abs(jnp.diff(down))), jnp.max(jnp.abs(jnp.diff(up)))])
+
+
+def hysteresis(landscape: Landscape) -> jax.Array:
+    """Largest gap in d between the down and the up sweep at the same field."""
+    half = (landscape.fields.shape[0] + 1) // 2
+    down, up = landscape.distance[:half], landscape.distance[half - 1:][::-1]
+    return jnp.max(jnp.abs(down - up))
+
+
+def random_ising(key: jax.Array, n: int, *, coupling: float, field: float, dtype=jnp.float64) -> Ising:
+    """A dense Ising model with Gaussian couplings ``N(0, coupling^2)`` and fields ``N(0, field^2)``."""
+    kj, kh = jax.random.split(key)
+    upper = jnp.triu(coupling * jax.random.normal(kj, (n, n), dtype), 1)
+    return Ising(upper + upper.T, field * jax.random.normal(kh, (n,), dtype))
+
+
+def tree_ising(key: jax.Array, n: int, *, coupling: float, field: float, dtype=jnp.float64) -> Ising:
+    """An Ising model on a random tree (each spin i > 0 coupled to one earlier spin)."""
+    kp, kj, kh = jax.random.split(key, 3)
+    parents = np.asarray(jax.random.randint(kp, (n - 1,), 0, np.arange(1, n)))
+    weights = coupling * jax.random.normal(kj, (n - 1,), dtype)
+    J = jnp.zeros((n, n), dtype).at[np.arange(1, n), parents].set(weights)
+    return Ising(J + J.T, field * jax.random.normal(kh, (n,), dtype))

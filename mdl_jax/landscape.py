@@ -1,0 +1,26 @@
+"""Weight-space effective model of binary networks (Zou & Huang 2021): belief propagation,
+inverse Ising (Boltzmann learning with BP moments, pseudo-likelihood), Metropolis sampling,
+and the entropy landscape with its jumps and hysteresis."""
+
+from mdl_jax._landscape import (
+    BoltzmannFit as BoltzmannFit,
+    BPResult as BPResult,
+    Ising as Ising,
+    Landscape as Landscape,
+    belief_propagation as belief_propagation,
+    bethe_entropy as bethe_entropy,
+    bethe_free_entropy as bethe_free_entropy,
+    boltzmann_learning as boltzmann_learning,
+    distance_jumps as distance_jumps,
+    entropy_bound as entropy_bound,
+    entropy_landscape as entropy_landscape,
+    exact_moments as exact_moments,
+    field_sweep as field_sweep,
+    hysteresis as hysteresis,
+    mean_energy as mean_energy,
+    metropolis as metropolis,
+    pseudo_likelihood as pseudo_likelihood,
+    random_ising as random_ising,
+    sample_moments as sample_moments,
+    tree_ising as tree_ising,
+)

@@ -1,0 +1,109 @@
+"""Effective Ising model: BP, inverse Ising, Metropolis, the entropy landscape."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from mdl_jax import landscape as ls
+
+
+@pytest.fixture(autouse=True)
+def _x64():
+    with jax.enable_x64(True), jax.numpy_dtype_promotion("standard"):
+        yield
+
+
+def test_bp_is_exact_on_a_tree():
+    model = ls.tree_ising(jax.random.PRNGKey(0), 10, coupling=0.8, field=0.4)
+    bp = ls.belief_propagation(model, tol=1e-13, max_sweeps=200)
+    m, pair, log_z = ls.exact_moments(model)
+    np.testing.assert_allclose(bp.magnetisation, m, atol=1e-10)
+    edges = np.asarray(model.J) != 0
+    np.testing.assert_allclose(np.asarray(bp.pair_moment)[edges], np.asarray(pair)[edges], atol=1e-10)
+    np.testing.assert_allclose(ls.bethe_free_entropy(model, bp), log_z, atol=1e-10)
+
+
+def test_bp_is_close_on_a_small_weakly_coupled_dense_graph():
+    model = ls.random_ising(jax.random.PRNGKey(1), 12, coupling=0.02, field=0.3)
+    bp = ls.belief_propagation(model, tol=1e-12)
+    m, pair, log_z = ls.exact_moments(model)
+    assert int(bp.sweeps) < 100
+    # BP pair moments miss indirect correlations (sum_k J_ik J_kj, order sqrt(N) J^2)
+    np.testing.assert_allclose(bp.magnetisation, m, atol=3e-3)
+    np.testing.assert_allclose(bp.pair_moment, pair, atol=5e-3)  # measured 3.5e-3 at worst
+    np.testing.assert_allclose(ls.bethe_free_entropy(model, bp), log_z, atol=3e-3)
+    exact_entropy = log_z - 0.5 * jnp.sum(model.J * pair) - model.h @ m
+    np.testing.assert_allclose(ls.bethe_entropy(model, bp), exact_entropy, atol=3e-3)
+
+
+def _exact_samples(model, n, seed=0):
+    size = model.h.shape[0]
+    states = 1 - 2 * ((np.arange(2**size)[:, None] >> np.arange(size)) & 1)
+    log_w = 0.5 * np.einsum("si,ij,sj->s", states, np.asarray(model.J), states) + states @ np.asarray(model.h)
+    p = np.exp(log_w - log_w.max())
+    index = np.random.default_rng(seed).choice(len(p), size=n, p=p / p.sum())
+    return jnp.asarray(states[index], jnp.float64)
+
+
+def test_inverse_ising_recovers_a_known_model():
+    """Weak couplings, as in the trained networks: BP moments are then nearly exact, and the
+    fitted moments match the data's to rounding; what remains of the error in J is BP's loop
+    bias and sampling noise (measured 0.012; pseudo-likelihood, which has no BP bias, 0.008)."""
+    truth = ls.random_ising(jax.random.PRNGKey(2), 8, coupling=0.05, field=0.3)
+    samples = _exact_samples(truth, 200_000)
+    fit = ls.boltzmann_learning(samples, iterations=400, lr_couplings=0.5, lr_fields=0.5, l2=0.0, tol=1e-10)
+    off = ~np.eye(8, dtype=bool)
+    assert np.max(np.abs(np.asarray(fit.model.J - truth.J)[off])) < 0.02
+    assert np.max(np.abs(np.asarray(fit.model.h - truth.h))) < 0.015
+    assert float(fit.rms_error) < 1e-8 < float(fit.history[0])
+    pl = ls.pseudo_likelihood(samples, l2=0.0, steps=600)
+    assert np.max(np.abs(np.asarray(pl.J - truth.J)[off])) < 0.015
+    assert np.max(np.abs(np.asarray(pl.h - truth.h))) < 0.015
+
+
+def test_metropolis_reproduces_the_model_moments():
+    model = ls.random_ising(jax.random.PRNGKey(3), 10, coupling=0.3, field=0.4)
+    samples = ls.metropolis(model, jax.random.PRNGKey(4), chains=32, sweeps=1200, burn_in=200)
+    mean, second = ls.sample_moments(samples)
+    m, pair, _ = ls.exact_moments(model)
+    np.testing.assert_allclose(mean, m, atol=0.02)
+    np.testing.assert_allclose(second, pair, atol=0.03)
+
+
+def test_landscape_of_independent_spins_is_the_closed_form():
+    n = 30
+    reference = jnp.where(jax.random.bernoulli(jax.random.PRNGKey(5), 0.5, (n,)), 1.0, -1.0)
+    fields = ls.field_sweep(3.0, 0.25)
+    free = ls.entropy_landscape(ls.Ising(jnp.zeros((n, n)), jnp.zeros(n)), reference, fields)
+    np.testing.assert_allclose(free.entropy, ls.entropy_bound(free.distance), atol=1e-10)
+    np.testing.assert_allclose(free.overlap, jnp.tanh(fields), atol=1e-10)
+    h = 0.5 * jax.random.normal(jax.random.PRNGKey(6), (n,))
+    biased = ls.entropy_landscape(ls.Ising(jnp.zeros((n, n)), h), reference, fields)
+    m = jnp.tanh(h[None] + fields[:, None] * reference[None])
+    p = (1 + m) / 2
+    closed = -jnp.mean(p * jnp.log(p) + (1 - p) * jnp.log(1 - p), axis=1)
+    np.testing.assert_allclose(biased.entropy, closed, atol=1e-10)
+    assert float(ls.hysteresis(free)) < 1e-10
+
+
+def test_entropy_never_exceeds_the_bound():
+    model = ls.random_ising(jax.random.PRNGKey(7), 40, coupling=0.08, field=0.2)
+    reference = jnp.sign(ls.metropolis(model, jax.random.PRNGKey(8), chains=1, sweeps=50, burn_in=49)[0])
+    landscape = ls.entropy_landscape(model, reference, ls.field_sweep(3.0, 0.1))
+    assert bool(jnp.all(landscape.converged))
+    assert bool(jnp.all(landscape.entropy <= ls.entropy_bound(landscape.distance) + 1e-9))
+
+
+@pytest.mark.parametrize("beta, broken", [(1.6, True), (0.5, False)])
+def test_jumps_and_hysteresis_of_a_curie_weiss_magnet(beta, broken):
+    """Below its critical temperature (beta > 1) a fully connected ferromagnet flips
+    discontinuously in a field, at different fields going down and up; above it, smoothly."""
+    n = 60
+    model = ls.Ising(beta / n * (jnp.ones((n, n)) - jnp.eye(n)), jnp.zeros(n))
+    landscape = ls.entropy_landscape(model, jnp.ones(n), ls.field_sweep(1.0, 0.02), tol=1e-10, max_sweeps=5000)
+    jumps, loop = ls.distance_jumps(landscape), ls.hysteresis(landscape)
+    if broken:
+        assert float(jumps.min()) > 0.3 and float(loop) > 0.3
+    else:
+        assert float(jumps.max()) < 0.05 and float(loop) < 1e-6
