@@ -107,3 +107,24 @@ def test_jumps_and_hysteresis_of_a_curie_weiss_magnet(beta, broken):
         assert float(jumps.min()) > 0.3 and float(loop) > 0.3
     else:
         assert float(jumps.max()) < 0.05 and float(loop) < 1e-6
+
+
+@pytest.mark.mnist
+def test_binary_trainer_beats_chance_on_pca20_mnist(mnist):
+    from mdl_jax import _binary as binary
+
+    with jax.enable_x64(False):
+        pca = binary.pca_project(mnist._replace(train_images=mnist.train_images[:20_000], train_labels=mnist.train_labels[:20_000]))
+        covariance = np.cov(pca.train_images.T)
+        assert np.allclose(covariance - np.diag(np.diag(covariance)), 0, atol=1e-2 * covariance.max())
+        assert np.all(np.diff(np.diag(covariance)) <= 1e-6)  # components by decreasing variance
+        training = binary.train_binary(pca, (20, 15, 15, 10), seeds=2, epochs=3)
+        assert float(training.test_accuracy[-1].min()) > 0.5  # chance: 0.1
+        scoring = pca._replace(test_images=pca.test_images[:2000], test_labels=pca.test_labels[:2000])
+        samples, accuracy = binary.weight_samples(training, scoring, per_network=200, threshold=0.5, key=jax.random.PRNGKey(0))
+    assert samples.shape[1] == 20 * 15 + 15 * 15 + 15 * 10 and set(np.unique(samples)) <= {-1, 1}
+    assert len(samples) == len(accuracy) and np.all(accuracy >= 0.5)
+    first = [jnp.asarray(samples[0, :300].reshape(20, 15), jnp.float32), jnp.asarray(samples[0, 300:525].reshape(15, 15), jnp.float32),
+             jnp.asarray(samples[0, 525:].reshape(15, 10), jnp.float32)]
+    direct = np.mean(np.argmax(binary.binary_logits(first, jnp.asarray(scoring.test_images)), -1) == scoring.test_labels)
+    np.testing.assert_allclose(direct, accuracy[0], atol=1e-6)
