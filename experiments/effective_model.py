@@ -12,7 +12,7 @@ warm-started BP). Writes DIR/effective_model.png/.pdf, config.json and results.j
 ``max_entropy`` (LB, ITR, RB, FULL of the under-parametrised deep network), ``mean_abs_J``,
 ``mean_abs_h`` and ``shallow_max_distance_jump``.
 
---quick (8 networks per case, 10-200 epochs, 1,500 samples per network): about 5 minutes on
+--quick (128 networks per case, 10-200 epochs, 100 samples per network): a few minutes on
 2 CPU cores.
 """
 
@@ -51,7 +51,7 @@ class EffectiveModelSettings:
     field_step: float = 0.05
 
 
-QUICK = EffectiveModelSettings(networks=8, epochs_under=10, epochs_over=200, epochs_shallow=10, samples_per_network=1500,
+QUICK = EffectiveModelSettings(networks=128, epochs_under=10, epochs_over=200, epochs_shallow=10, samples_per_network=100,
                                threshold_under=0.74, threshold_over=0.62, threshold_shallow=0.68, score_images=2000,
                                references=3)
 
