@@ -20,7 +20,6 @@ import dataclasses
 import time
 from pathlib import Path
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 

@@ -29,7 +29,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from tqdm.auto import tqdm
 
-from mdl_jax._config import ConfigError, TrainConfig, make_config
+from mdl_jax._config import ConfigError, TrainConfig
 from mdl_jax._data import load_dataset
 from mdl_jax._train import DIVERGENCE_CAUSES, EpochMetrics, Sweep, build_sweep, compiled_sweep_fns, data_arrays, train
 
