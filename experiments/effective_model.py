@@ -56,7 +56,7 @@ QUICK = EffectiveModelSettings(networks=128, epochs_under=10, epochs_over=200, e
                                references=3)
 
 
-def _fit_and_sweep(samples: np.ndarray, settings, key) -> dict:
+def _fit_and_sweep(samples: np.ndarray, settings) -> dict:
     spins = jnp.asarray(samples, jnp.float32)
     fit = landscape.boltzmann_learning(spins, iterations=settings.bm_iterations, damping=0.5)
     model = fit.model
@@ -100,7 +100,7 @@ def run(settings: EffectiveModelSettings, data: mdl_jax.Dataset, out: Path, *, p
         case = {"network_accuracy": training.test_accuracy[-1], "sample_accuracy_mean": float(accuracy.mean())}
         parts = {"FULL": slice(0, samples.shape[1])} if name == "shallow" else {**LAYERS, "FULL": slice(0, 675)}
         for part, columns in parts.items():
-            case[part] = _fit_and_sweep(samples[:, columns], s, jax.random.PRNGKey(0))
+            case[part] = _fit_and_sweep(samples[:, columns], s)
         results["cases"][name] = case
     under = results["cases"]["under"]
     results["max_entropy"] = {part: under[part]["max_entropy"] for part in ("LB", "ITR", "RB", "FULL")}

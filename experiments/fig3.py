@@ -55,22 +55,18 @@ def run(settings: Fig3Settings, data: mdl_jax.Dataset, out: Path, *, plot: bool 
     removal, spectra = {}, {}
     for layer in range(spec.num_layers):
         weakest, random = [], []
-        taus, parts = [], []
-        for r in range(len(sweep.infos)):
-            params = mdl_jax.select_run(result.state.params, r)
+        runs = [mdl_jax.select_run(result.state.params, r) for r in range(len(sweep.infos))]
+        taus, parts, ranks = [], [], []
+        for r, params in enumerate(runs):
             curves = analysis.removal_curves(params, spec, x, y, layer=layer, fractions=fractions,
                                              key=jax.random.PRNGKey(r), draws=s.random_draws)
             weakest.append(curves.weakest_first)
             random.append(curves.random.mean(1))
-            mode_layer = mdl_jax.mode_layers(params, spec)[layer]
-            tau = analysis.mode_importance(mode_layer)
-            order = jnp.argsort(-tau)
-            gamma = jnp.sum(jnp.abs(mode_layer.sigma)) / jnp.sum(
-                jnp.linalg.norm(mode_layer.xi, axis=0) + jnp.linalg.norm(mode_layer.xi_hat, axis=0))
-            taus.append(tau[order])
-            parts.append(np.stack([gamma * jnp.linalg.norm(mode_layer.xi, axis=0)[order],
-                                   gamma * jnp.linalg.norm(mode_layer.xi_hat, axis=0)[order],
-                                   jnp.abs(mode_layer.sigma)[order]]))
+            terms = analysis.mode_importance_parts(mdl_jax.mode_layers(params, spec)[layer])
+            order = jnp.argsort(-terms.sum(0))
+            taus.append(terms.sum(0)[order])
+            parts.append(terms[:, order])
+            ranks.append(jnp.argsort(order))  # rank of each mode, 0 for the largest tau
         weakest, random = np.asarray(weakest), np.asarray(random)
         half = int(np.argmin(np.abs(np.asarray(fractions) - 0.5)))
         removal[layer] = {
@@ -82,9 +78,7 @@ def run(settings: Fig3Settings, data: mdl_jax.Dataset, out: Path, *, plot: bool 
         mean_tau = np.asarray(taus).mean(0)
         fit = analysis.fit_two_power_laws(mean_tau)
         kept = []
-        for r in range(len(sweep.infos)):
-            params = mdl_jax.select_run(result.state.params, r)
-            rank = jnp.argsort(jnp.argsort(-analysis.mode_importance(mdl_jax.mode_layers(params, spec)[layer])))
+        for params, rank in zip(runs, ranks):
             leading = (rank < fit.break_rank - 1).astype(jnp.float32)
             masks = lambda m: tuple(m if l == layer else jnp.ones(s.modes) for l in range(spec.num_layers))
             kept.append([float(analysis.accuracy(params, x, y, spec=spec, mode_mask=masks(leading))),

@@ -19,19 +19,23 @@ from mdl_jax._spec import NetworkSpec
 from mdl_jax._train import per_example_loss
 
 
-def mode_importance(layer: ModeLayer) -> jax.Array:
-    """``tau_a = gamma ||xi_a|| + gamma ||xi_hat_a|| + |sigma_a|`` (letter, Fig. 3).
+def mode_importance_parts(layer: ModeLayer) -> jax.Array:
+    """The three terms of tau, ``(gamma ||xi_a||, gamma ||xi_hat_a||, |sigma_a|)``, as ``(3, p)``.
 
     ``gamma = sum_a |sigma_a| / sum_a (||xi_a|| + ||xi_hat_a||)`` puts the pattern norms on the
-    scale of the importances. Modes whose sigma is masked to zero count as absent.
-
-    Returns:
-      ``tau`` of shape ``(p,)`` (zero for masked modes).
+    scale of the importances. Modes whose sigma is masked to zero count as absent (all zero).
     """
     present = (layer.sigma != 0).astype(layer.sigma.dtype)
-    norms = (jnp.linalg.norm(layer.xi, axis=0) + jnp.linalg.norm(layer.xi_hat, axis=0)) * present
-    gamma = jnp.sum(jnp.abs(layer.sigma)) / jnp.sum(norms)
-    return gamma * norms + jnp.abs(layer.sigma)
+    xi_norm = jnp.linalg.norm(layer.xi, axis=0) * present
+    xi_hat_norm = jnp.linalg.norm(layer.xi_hat, axis=0) * present
+    gamma = jnp.sum(jnp.abs(layer.sigma)) / jnp.sum(xi_norm + xi_hat_norm)
+    return jnp.stack([gamma * xi_norm, gamma * xi_hat_norm, jnp.abs(layer.sigma)])
+
+
+def mode_importance(layer: ModeLayer) -> jax.Array:
+    """``tau_a = gamma ||xi_a|| + gamma ||xi_hat_a|| + |sigma_a|`` (letter, Fig. 3), shape ``(p,)``
+    (zero for masked modes); see :func:`mode_importance_parts`."""
+    return jnp.sum(mode_importance_parts(layer), axis=0)
 
 
 def removal_mask(scores: jax.Array, fraction: jax.Array) -> jax.Array:

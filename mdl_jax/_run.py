@@ -116,17 +116,22 @@ def _divergence(history: _History, run: int) -> dict[str, Any]:
     return {"diverged": True, "diverged_epoch": epoch + 1, "divergence_cause": DIVERGENCE_CAUSES[int(last.divergence_cause[run])]}
 
 
-def _metric_lines(sweep: Sweep, history: _History) -> list[str]:
+def _metric_lines(sweep: Sweep, history: _History, epochs: range) -> str:
+    """``metrics.jsonl`` lines of ``epochs`` (0: the untrained network), epoch by epoch, every
+    run within an epoch: appending epoch after epoch and rewriting from a checkpoint agree."""
     lines = []
-    for run, info in enumerate(sweep.infos):
-        base = {"method": info.method, "run": run, "modes": list(info.modes), "seed": info.seed,
-                "learning_rate": info.learning_rate}
-        lines.append(json.dumps({**base, "epoch": 0, "test_accuracy": float(history.initial[run])}))
-        for epoch, row in enumerate(history.rows, start=1):
+    for epoch in epochs:
+        row = history.rows[epoch - 1] if epoch else None
+        for run, info in enumerate(sweep.infos):
+            base = {"method": info.method, "run": run, "modes": list(info.modes), "seed": info.seed,
+                    "learning_rate": info.learning_rate, "epoch": epoch}
+            if row is None:
+                lines.append(json.dumps({**base, "test_accuracy": float(history.initial[run])}))
+                continue
             values = {f: float(getattr(row, f)[run]) for f in ("train_loss", "train_accuracy", "test_loss", "test_accuracy")}
             diverged = 0 <= int(row.diverged_epoch[run]) < epoch
-            lines.append(json.dumps({**base, "epoch": epoch, **values, **({"frozen": True} if diverged else {})}))
-    return lines
+            lines.append(json.dumps({**base, **values, **({"frozen": True} if diverged else {})}))
+    return "".join(line + "\n" for line in lines)
 
 
 def _checkpoints(workdir: Path, method: str, keep: int) -> ocp.CheckpointManager:
@@ -175,10 +180,22 @@ def train_and_evaluate(
     histories: dict[str, _History] = {}
     kill_after = int(os.environ.get(FAULT_KILL_ENV, "0")) or None
 
+    metrics_path = workdir / "metrics.jsonl"
+
     def rewrite_metrics():
+        """Everything recorded so far (on a resume: drops lines past the restored checkpoints)."""
         if writer:
-            lines = [l for m, h in histories.items() for l in _metric_lines(sweeps[m], h)]
-            _write_text(workdir / "metrics.jsonl", "".join(line + "\n" for line in lines))
+            _write_text(metrics_path, "".join(
+                _metric_lines(sweeps[m], h, range(len(h.rows) + 1)) for m, h in histories.items()
+            ))
+
+    def append_metrics(method: str, epochs: range):
+        if writer:
+            with metrics_path.open("a") as file:
+                file.write(_metric_lines(sweeps[method], histories[method], epochs))
+
+    if not resume:
+        rewrite_metrics()
 
     summary_runs = []
     for method, sweep in sweeps.items():
@@ -194,18 +211,22 @@ def train_and_evaluate(
         remaining = config.epochs - done
         if stop_after_epoch is not None:
             remaining = min(remaining, max(stop_after_epoch - done, 0))
+        if resume:
+            rewrite_metrics()  # before a fresh method gets its empty history
         if method not in histories:
             histories[method] = _History(np.zeros(len(sweep.infos)), [], 0.0)
         history = histories[method]
         bar = tqdm(total=config.epochs, initial=done, desc=method, disable=not progress or not writer, unit="epoch")
         wall_before, started = history.wall, time.perf_counter()
 
-        def on_start(accuracy, history=history, fresh=done == 0):
+        def on_start(accuracy, history=history, method=method, fresh=done == 0):
             if fresh:
                 history.initial = accuracy
+                append_metrics(method, range(1))
 
-        def on_epoch(epoch, metrics, get_state, history=history, manager=manager, bar=bar):
+        def on_epoch(epoch, metrics, get_state, history=history, manager=manager, bar=bar, method=method):
             history.rows.append(metrics)
+            append_metrics(method, range(epoch + 1, epoch + 2))
             history.wall = wall_before + (time.perf_counter() - started)
             accuracy, diverged = metrics.test_accuracy, int(np.sum(metrics.diverged_epoch >= 0))
             bar.set_postfix_str(
@@ -221,7 +242,6 @@ def train_and_evaluate(
                 if kill_after == epochs_done:
                     manager.wait_until_finished()
                     os.kill(os.getpid(), signal.SIGKILL)
-            rewrite_metrics()
 
         if remaining > 0:
             state = train(
@@ -231,7 +251,6 @@ def train_and_evaluate(
         manager.wait_until_finished()
         manager.close()
         bar.close()
-        rewrite_metrics()
         if len(history.rows) < config.epochs:
             return {"stopped_after_epoch": len(history.rows)}
         if writer:

@@ -16,6 +16,7 @@ from mdl_jax._analysis import (
     least_modes as least_modes,
     mean_abs_cosine as mean_abs_cosine,
     mode_importance as mode_importance,
+    mode_importance_parts as mode_importance_parts,
     pattern_dispersion as pattern_dispersion,
     pattern_orthogonality as pattern_orthogonality,
     removal_curves as removal_curves,
