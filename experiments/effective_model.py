@@ -1,24 +1,29 @@
 """Weight-space effective model of binary networks (Zou & Huang 2021): is deep learning
 "liquid-like"?
 
-    python -m experiments.effective_model [--quick] [--out DIR] [--data-dir DIR]
+    python -m experiments.effective_model [--quick] [--out DIR] [--data-dir DIR] [--set KEY=VALUE]
 
 Trains binary networks on PCA-20 MNIST by local reparametrisation (deep 20-15-15-10 with all
 60,000 training images and with 500, shallow 20-10), samples weight configurations that pass
-a test-accuracy threshold, fits a maximum-entropy Ising model per layer (LB, ITR, RB), to the
-whole deep network (FULL) and to the shallow one by Boltzmann learning with BP moments, and
-sweeps the entropy landscape s(d) around reference samples (field x from +3 to -3 and back,
-warm-started BP). Writes DIR/effective_model.png/.pdf, config.json and results.json with
-``max_entropy`` (LB, ITR, RB, FULL of the under-parametrised deep network), ``mean_abs_J``,
-``mean_abs_h`` and ``shallow_max_distance_jump``.
+a test-accuracy threshold (stored in DIR/samples_<case>.npz and reused by a later run with the
+same training settings), pools the deep samples over relabellings of their hidden units
+(``hidden_permutations``), fits a maximum-entropy Ising model per layer (LB, ITR, RB), to the
+whole deep network (FULL) and to the shallow one by Boltzmann learning with Metropolis moments
+(and, for comparison, with the notes' BP moments, which cannot represent the strongly coupled
+weight clusters of the output layers), checks every fit by Metropolis sampling against the
+data's moments, and sweeps the entropy landscape s(d) around reference samples (field x from
++3 to -3 and back, warm-started BP). Writes DIR/effective_model.png/.pdf, config.json and
+results.json with ``max_entropy`` (LB, ITR, RB, FULL of the under-parametrised deep network),
+``mean_abs_J``, ``mean_abs_h`` and ``shallow_max_distance_jump``.
 
---quick (128 networks per case, 10-200 epochs, 100 samples per network): a few minutes on
+--quick (128 networks per case, 10-200 epochs, 100 samples per network): about 5 minutes on
 2 CPU cores.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from pathlib import Path
 
@@ -27,49 +32,82 @@ import jax.numpy as jnp
 import numpy as np
 
 import mdl_jax
-from mdl_jax import _binary as binary
+from mdl_jax import binary
 from mdl_jax import landscape
 from experiments import common
 
 LAYERS = {"LB": slice(0, 300), "ITR": slice(300, 525), "RB": slice(525, 675)}
+FITS = ("bp", "mcmc")
+QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
+NOTES_MEAN_ABS = {"J": {"LB": 0.0095, "ITR": 0.0040, "RB": 0.016}, "h": {"LB": 0.047, "ITR": 0.007, "RB": 0.089}}  # notes, section 4
 
 
 @dataclasses.dataclass(frozen=True)
 class EffectiveModelSettings:
-    networks: int = 32
-    epochs_under: int = 100
-    epochs_over: int = 1000
-    epochs_shallow: int = 100
+    networks: int = 256
+    epochs_under: int = 30
+    epochs_over: int = 300
+    epochs_shallow: int = 30
     lr: float = 0.3
-    samples_per_network: int = 3000
-    threshold_under: float = 0.80
-    threshold_over: float = 0.70
-    threshold_shallow: float = 0.72
+    samples_per_network: int = 200
+    threshold_under: float = 0.76
+    threshold_over: float = 0.63
+    threshold_shallow: float = 0.70
     score_images: int = 10_000
+    hidden_permutations: int = 4  # relabelled copies of every deep sample (0: pool as trained)
+    fit: str = "mcmc"  # Boltzmann learning with Metropolis moments ("mcmc") or BP moments ("bp", the notes')
+    compare_bp: bool = True  # also fit with BP moments and report that fit's numbers beside
     bm_iterations: int = 100
+    mcmc_iterations: int = 2000
+    mcmc_chains: int = 512
+    verify_chains: int = 128
+    verify_sweeps: int = 200
     references: int = 20
     field_step: float = 0.05
 
 
 QUICK = EffectiveModelSettings(networks=128, epochs_under=10, epochs_over=200, epochs_shallow=10, samples_per_network=100,
                                threshold_under=0.74, threshold_over=0.62, threshold_shallow=0.68, score_images=2000,
-                               references=3)
+                               mcmc_iterations=1000, mcmc_chains=256, verify_chains=64, verify_sweeps=100, references=3)
 
 
-def _fit_and_sweep(samples: np.ndarray, settings) -> dict:
+def _log(message: str) -> None:
+    print(message, flush=True)
+
+
+def _fit(spins: jax.Array, method: str, settings: EffectiveModelSettings, key: jax.Array) -> landscape.BoltzmannFit:
+    if method == "bp":
+        return landscape.boltzmann_learning(spins, iterations=settings.bm_iterations, damping=0.5)
+    return landscape.boltzmann_learning_mcmc(spins, key, iterations=settings.mcmc_iterations, chains=settings.mcmc_chains)
+
+
+def _fit_and_sweep(samples: np.ndarray, method: str, settings: EffectiveModelSettings, key: jax.Array, references: int) -> dict:
+    """Fits the Ising model, checks it by Metropolis sampling against the data's moments, and
+    sweeps the entropy landscape around ``references`` samples of low to high energy."""
     spins = jnp.asarray(samples, jnp.float32)
-    fit = landscape.boltzmann_learning(spins, iterations=settings.bm_iterations, damping=0.5)
+    k_fit, k_init, k_check = jax.random.split(key, 3)
+    fit = _fit(spins, method, settings, k_fit)
     model = fit.model
+    starts = spins[jax.random.choice(k_init, spins.shape[0], (settings.verify_chains,))]
+    check = landscape.metropolis(model, k_check, chains=settings.verify_chains, sweeps=settings.verify_sweeps,
+                                 burn_in=settings.verify_sweeps // 2, init=starts)
+    mean_error, correlation_error = landscape.moment_errors(check, spins)
+    half = check.shape[0] // 2  # rows are chain-major: the first half comes from the first half of the chains
+    _, noise = landscape.moment_errors(check[:half], check[half:])  # about twice the check's own noise
+    _, independent_error = landscape.moment_errors(jnp.zeros_like(spins[:2]) + spins.mean(0), spins)  # no correlations
     energy = -0.5 * jnp.einsum("si,ij,sj->s", spins, model.J, spins) - spins @ model.h
     order = np.argsort(np.asarray(energy))
-    picks = order[np.linspace(0, len(order) - 1, settings.references).astype(int)]  # low to high energy
+    picks = order[np.linspace(0, len(order) - 1, references).astype(int)]  # low to high energy
     fields = landscape.field_sweep(3.0, settings.field_step)
     sweeps = [landscape.entropy_landscape(model, spins[i], fields) for i in picks]
-    n = spins.shape[1]
-    off = ~np.eye(n, dtype=bool)
+    off = ~np.eye(spins.shape[1], dtype=bool)
     return {
-        "samples": len(samples), "rms_moment_error": float(fit.rms_error),
+        "fit": method, "samples": len(samples), "rms_moment_error": float(fit.rms_error),
+        "metropolis_mean_error": float(mean_error), "metropolis_correlation_error": float(correlation_error),
+        "metropolis_correlation_noise": float(noise) / 2, "independent_correlation_error": float(independent_error),
         "mean_abs_J": float(np.abs(np.asarray(model.J))[off].mean()), "mean_abs_h": float(np.abs(np.asarray(model.h)).mean()),
+        "abs_J_quantiles": np.quantile(np.abs(np.asarray(model.J))[off], QUANTILES),
+        "abs_h_quantiles": np.quantile(np.abs(np.asarray(model.h)), QUANTILES),
         "max_entropy": float(np.mean([np.max(np.asarray(s.entropy)) for s in sweeps])),
         "max_distance_jump": float(np.max([np.max(np.asarray(landscape.distance_jumps(s))) for s in sweeps])),
         "hysteresis": float(np.max([float(landscape.hysteresis(s)) for s in sweeps])),
@@ -78,9 +116,35 @@ def _fit_and_sweep(samples: np.ndarray, settings) -> dict:
     }
 
 
+def _samples(name: str, widths, n_train, epochs: int, threshold: float, pca, scoring, s: EffectiveModelSettings, out: Path):
+    """Trains the case's networks and samples their weights, or reuses the samples that an
+    earlier run with the same training settings left in ``out``."""
+    path = out / f"samples_{name}.npz"
+    recipe = json.dumps({"widths": widths, "n_train": n_train, "epochs": epochs, "threshold": threshold, "networks": s.networks,
+                         "lr": s.lr, "samples_per_network": s.samples_per_network, "score_images": s.score_images})
+    if path.exists():
+        with np.load(path) as stored:
+            if "recipe" in stored and str(stored["recipe"]) == recipe:
+                _log(f"{name}: reusing {len(stored['samples'])} samples from {path}")
+                return stored["samples"], stored["accuracy"], stored["network_accuracy"]
+    start = time.perf_counter()
+    training = binary.train_binary(pca, widths, seeds=s.networks, epochs=epochs, lr=s.lr, n_train=n_train)
+    samples, accuracy = binary.weight_samples(training, scoring, per_network=s.samples_per_network,
+                                              threshold=threshold, key=jax.random.PRNGKey(len(name)))
+    network_accuracy = np.asarray(training.test_accuracy[-1])
+    if len(samples) < 50:
+        raise SystemExit(f"only {len(samples)} {name} samples pass accuracy {threshold}: lower the threshold or train longer")
+    out.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, samples=samples, accuracy=accuracy, network_accuracy=network_accuracy, recipe=recipe)
+    _log(f"{name}: {s.networks} networks trained and {len(samples)} samples kept in {time.perf_counter() - start:.0f} s")
+    return samples, accuracy, network_accuracy
+
+
 def run(settings: EffectiveModelSettings, data: mdl_jax.Dataset, out: Path, *, plot: bool = True) -> dict:
     start = time.perf_counter()
     s = settings
+    if s.fit not in FITS:
+        raise SystemExit(f"fit={s.fit!r} is not a fit; choose one of {', '.join(FITS)}")
     pca = binary.pca_project(data)
     scoring = pca._replace(test_images=pca.test_images[: s.score_images], test_labels=pca.test_labels[: s.score_images])
     cases = {
@@ -89,18 +153,21 @@ def run(settings: EffectiveModelSettings, data: mdl_jax.Dataset, out: Path, *, p
         "shallow": ((20, 10), None, s.epochs_shallow, s.threshold_shallow),
     }
     results: dict = {"settings": dataclasses.asdict(s), "cases": {}}
-    for name, (widths, n_train, epochs, threshold) in cases.items():
-        training = binary.train_binary(pca, widths, seeds=s.networks, epochs=epochs, lr=s.lr, n_train=n_train)
-        samples, accuracy = binary.weight_samples(training, scoring, per_network=s.samples_per_network,
-                                                  threshold=threshold, key=jax.random.PRNGKey(len(name)))
-        if len(samples) < 50:
-            raise SystemExit(f"only {len(samples)} {name} samples pass accuracy {threshold}: lower the threshold or train longer")
-        out.mkdir(parents=True, exist_ok=True)
-        np.savez_compressed(out / f"samples_{name}.npz", samples=samples, accuracy=accuracy)
-        case = {"network_accuracy": training.test_accuracy[-1], "sample_accuracy_mean": float(accuracy.mean())}
+    for c, (name, (widths, n_train, epochs, threshold)) in enumerate(cases.items()):
+        samples, accuracy, network_accuracy = _samples(name, widths, n_train, epochs, threshold, pca, scoring, s, out)
+        case = {"network_accuracy": network_accuracy, "sample_accuracy_mean": float(accuracy.mean()), "kept_samples": len(samples)}
+        if len(widths) > 2 and s.hidden_permutations:
+            samples = binary.permute_hidden_units(samples, widths, jax.random.PRNGKey(100 + c), copies=s.hidden_permutations)
         parts = {"FULL": slice(0, samples.shape[1])} if name == "shallow" else {**LAYERS, "FULL": slice(0, 675)}
-        for part, columns in parts.items():
-            case[part] = _fit_and_sweep(samples[:, columns], s)
+        for p, (part, columns) in enumerate(parts.items()):
+            tic = time.perf_counter()
+            key = jax.random.PRNGKey(1000 * c + p)
+            case[part] = _fit_and_sweep(samples[:, columns], s.fit, s, key, s.references)
+            if s.compare_bp and s.fit != "bp":  # the notes' fit, for comparison (without its curves)
+                case[part]["bp_moments"] = _fit_and_sweep(samples[:, columns], "bp", s, key, min(3, s.references))
+                del case[part]["bp_moments"]["curves"]
+            _log(f"{name} {part}: fits and landscapes in {time.perf_counter() - tic:.0f} s, "
+                 f"max s {case[part]['max_entropy']:.3f}, largest jump of d {case[part]['max_distance_jump']:.3f}")
         results["cases"][name] = case
     under = results["cases"]["under"]
     results["max_entropy"] = {part: under[part]["max_entropy"] for part in ("LB", "ITR", "RB", "FULL")}
@@ -114,22 +181,37 @@ def run(settings: EffectiveModelSettings, data: mdl_jax.Dataset, out: Path, *, p
 
 def draw(results: dict):
     plt = common.pyplot()
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.4), constrained_layout=True)
+    fig, axes = plt.subplots(1, 4, figsize=(20, 4.4), constrained_layout=True)
     grid = np.linspace(1e-4, 0.5, 200)
+    colors = {"LB": "tab:blue", "ITR": "tab:green", "RB": "tab:red", "FULL": "k"}
     for ax, case in ((axes[0], "under"), (axes[1], "over")):
-        for part, color in (("LB", "tab:blue"), ("ITR", "tab:green"), ("RB", "tab:red"), ("FULL", "k")):
+        for part, color in colors.items():
             curve = results["cases"][case][part]["curves"][0]
             ax.plot(curve["d"], curve["s"], ".", ms=3, color=color, label=f"{part} (max {results['cases'][case][part]['max_entropy']:.3f})")
         ax.plot(grid, -grid * np.log(grid) - (1 - grid) * np.log(1 - grid), "--", color="gray", label="bound")
         ax.set(xlabel="distance d", ylabel="s(d)", title=f"deep 20-15-15-10, {case}-parametrised", xlim=(0, 0.55))
         ax.legend(fontsize=7)
-    curve = results["cases"]["shallow"]["FULL"]["curves"][0]
+    ax = axes[2]  # |J| and |h| per layer (under-parametrised): 5-25-50-75-95% quantiles, notes' means as stars
+    for k, (stat, marker) in enumerate((("J", "o"), ("h", "s"))):
+        for j, part in enumerate(("LB", "ITR", "RB")):
+            q = np.asarray(results["cases"]["under"][part][f"abs_{stat}_quantiles"])
+            x = j + 0.2 * (2 * k - 1)
+            ax.plot([x, x], [q[0], q[4]], "-", color=colors[part], lw=1)
+            ax.plot([x, x], [q[1], q[3]], "-", color=colors[part], lw=5, alpha=0.5)
+            ax.plot(x, q[2], marker, color=colors[part], label=f"|{stat}|" if j == 0 else None, mfc="white")
+            ax.plot(x, NOTES_MEAN_ABS[stat][part], "*", color="gray", label="notes, mean" if j == k == 0 else None)
+    ax.set(yscale="log", xticks=range(3), xticklabels=["LB", "ITR", "RB"], ylabel="|coupling| (o), |field| (s)",
+           title="couplings and fields, under-parametrised")
+    ax.legend(fontsize=7)
+    shallow = results["cases"]["shallow"]["FULL"]
+    curve = shallow["curves"][0]
     x, d = np.asarray(curve["x"]), np.asarray(curve["d"])
     half = (len(x) + 1) // 2
-    axes[2].plot(x[:half], d[:half], "-", label="x down")
-    axes[2].plot(x[half - 1:], d[half - 1:], "--", label="x up")
-    axes[2].set(xlabel="field x", ylabel="distance d", title=f"shallow 20-10: largest jump {results['shallow_max_distance_jump']:.2f}")
-    axes[2].legend(fontsize=8)
+    axes[3].plot(x[:half], d[:half], "-", label="x down")
+    axes[3].plot(x[half - 1:], d[half - 1:], "--", label="x up")
+    axes[3].set(xlabel="field x", ylabel="distance d",
+                title=f"shallow 20-10 ({shallow['fit']} fit): largest jump {results['shallow_max_distance_jump']:.2f}")
+    axes[3].legend(fontsize=8)
     return fig
 
 

@@ -62,6 +62,7 @@ from mdl_jax._train import (
 )
 
 from mdl_jax import analysis as analysis
+from mdl_jax import binary as binary
 from mdl_jax import landscape as landscape
 from mdl_jax import online as online
 

@@ -155,3 +155,44 @@ def weight_samples(
         kept.append(flat[good].astype(np.int8))
         accuracies.append(accuracy[good])
     return np.concatenate(kept), np.concatenate(accuracies)
+
+
+def split_layers(samples: np.ndarray | jax.Array, widths: Sequence[int]) -> list:
+    """Flattened configurations ``(K, N)`` back to their weight matrices ``[(K, a, b), ...]``."""
+    sizes = [a * b for a, b in zip(widths[:-1], widths[1:])]
+    if samples.shape[-1] != sum(sizes):
+        raise ValueError(f"configurations have {samples.shape[-1]} weights; widths {tuple(widths)} need {sum(sizes)}")
+    bounds = np.cumsum([0] + sizes)
+    return [samples[..., lo:hi].reshape(samples.shape[:-1] + (a, b)) for lo, hi, a, b in zip(bounds[:-1], bounds[1:], widths[:-1], widths[1:])]
+
+
+def permute_hidden_units(samples: np.ndarray, widths: Sequence[int], key: jax.Array, *, copies: int = 1) -> np.ndarray:
+    """``copies`` relabellings of every configuration, each with the units of every hidden layer
+    in an independent uniformly random order (the incoming column and the outgoing row of a
+    unit move together, so every copy computes the same function as the original).
+
+    Independently trained networks come out with their hidden units in random order: the
+    initialisation is exchangeable across units and training treats units alike, so the
+    distribution of pooled solutions is invariant under these relabellings. Averaging the
+    samples over them (Rao-Blackwellisation) keeps that distribution and removes the part of
+    the moments' sampling noise that comes from the finite number of networks, which is large
+    when each network is nearly deterministic. Inputs and outputs keep their order.
+    """
+    layers = split_layers(jnp.asarray(samples), widths)
+    hidden = widths[1:-1]
+
+    def relabel(weights, key):
+        orders = [jax.random.permutation(k, w) for k, w in zip(jax.random.split(key, len(hidden)), hidden)]
+        out = []
+        for l, w in enumerate(weights):
+            if l > 0:
+                w = w[orders[l - 1], :]
+            if l < len(hidden):
+                w = w[:, orders[l]]
+            out.append(w.reshape(-1))
+        return jnp.concatenate(out)
+
+    keys = jax.random.split(key, copies * samples.shape[0]).reshape(copies, samples.shape[0], -1)
+    permuted = jax.jit(jax.vmap(jax.vmap(relabel)))([jnp.broadcast_to(w, (copies,) + w.shape) for w in layers], keys)
+    return np.asarray(permuted).reshape(copies * samples.shape[0], -1).astype(samples.dtype)
+

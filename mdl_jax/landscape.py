@@ -1,5 +1,5 @@
 """Weight-space effective model of binary networks (Zou & Huang 2021): belief propagation,
-inverse Ising (Boltzmann learning with BP moments, pseudo-likelihood), Metropolis sampling,
+inverse Ising (Boltzmann learning with BP or Metropolis moments, pseudo-likelihood), Metropolis sampling,
 and the entropy landscape with its jumps and hysteresis."""
 
 from mdl_jax._landscape import (
@@ -11,6 +11,7 @@ from mdl_jax._landscape import (
     bethe_entropy as bethe_entropy,
     bethe_free_entropy as bethe_free_entropy,
     boltzmann_learning as boltzmann_learning,
+    boltzmann_learning_mcmc as boltzmann_learning_mcmc,
     distance_jumps as distance_jumps,
     entropy_bound as entropy_bound,
     entropy_landscape as entropy_landscape,
@@ -19,6 +20,7 @@ from mdl_jax._landscape import (
     hysteresis as hysteresis,
     mean_energy as mean_energy,
     metropolis as metropolis,
+    moment_errors as moment_errors,
     pseudo_likelihood as pseudo_likelihood,
     random_ising as random_ising,
     sample_moments as sample_moments,

@@ -1,5 +1,6 @@
 """Every figure script runs end to end on a tiny configuration and writes what it promises."""
 
+import dataclasses
 import json
 
 import jax
@@ -76,3 +77,34 @@ def test_fig3_tiny(tmp_path, mnist):
         assert len(removal["weakest_first"]["mean"]) == 5
         assert removal["weakest_first"]["mean"][0] == pytest.approx(results["test_accuracy"]["mean"], abs=1e-6)
         assert saved["b_spectrum"][layer]["fit"]["break_rank"] > 1
+
+
+@pytest.mark.mnist
+def test_effective_model_tiny(tmp_path, mnist, capsys):
+    from experiments import effective_model as em
+
+    settings = em.EffectiveModelSettings(
+        networks=3, epochs_under=1, epochs_over=3, epochs_shallow=1, samples_per_network=20, threshold_under=0.0,
+        threshold_over=0.0, threshold_shallow=0.0, score_images=500, hidden_permutations=2, bm_iterations=5,
+        mcmc_iterations=10, mcmc_chains=16, verify_chains=8, verify_sweeps=6, references=2, field_step=0.5,
+    )
+    data = _mnist_slice(mnist, n_train=4000, n_test=500)
+    with jax.enable_x64(False):
+        results = em.run(settings, data, tmp_path)
+        saved = _written(tmp_path, "effective_model")
+        assert set(saved["max_entropy"]) == {"LB", "ITR", "RB", "FULL"}
+        assert set(saved["mean_abs_J"]) == set(saved["mean_abs_h"]) == {"LB", "ITR", "RB"}
+        assert 0 < saved["max_entropy"]["ITR"] <= 0.6932
+        assert saved["shallow_max_distance_jump"] == results["cases"]["shallow"]["FULL"]["max_distance_jump"] >= 0
+        under = saved["cases"]["under"]
+        assert under["kept_samples"] == 3 * 20 and under["LB"]["samples"] == 2 * under["kept_samples"]  # relabelled copies
+        shallow = saved["cases"]["shallow"]["FULL"]
+        assert shallow["fit"] == "mcmc" and shallow["bp_moments"]["fit"] == "bp" and "curves" not in shallow["bp_moments"]
+        for case in ("under", "over", "shallow"):
+            assert (tmp_path / f"samples_{case}.npz").exists()
+        capsys.readouterr()
+        pca = em.binary.pca_project(data)
+        samples, _, _ = em._samples("under", (20, 15, 15, 10), None, 1, 0.0, pca, pca, settings, tmp_path)
+        assert "reusing" in capsys.readouterr().out and len(samples) == under["kept_samples"]
+        with pytest.raises(SystemExit, match="fit='exact' is not a fit"):
+            em.run(dataclasses.replace(settings, fit="exact"), mnist, tmp_path)

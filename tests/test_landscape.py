@@ -111,7 +111,7 @@ def test_jumps_and_hysteresis_of_a_curie_weiss_magnet(beta, broken):
 
 @pytest.mark.mnist
 def test_binary_trainer_beats_chance_on_pca20_mnist(mnist):
-    from mdl_jax import _binary as binary
+    from mdl_jax import binary
 
     with jax.enable_x64(False):
         pca = binary.pca_project(mnist._replace(train_images=mnist.train_images[:20_000], train_labels=mnist.train_labels[:20_000]))
@@ -128,3 +128,43 @@ def test_binary_trainer_beats_chance_on_pca20_mnist(mnist):
              jnp.asarray(samples[0, 525:].reshape(15, 10), jnp.float32)]
     direct = np.mean(np.argmax(binary.binary_logits(first, jnp.asarray(scoring.test_images)), -1) == scoring.test_labels)
     np.testing.assert_allclose(direct, accuracy[0], atol=1e-6)
+
+
+def test_mcmc_boltzmann_learning_fits_clusters_that_bp_cannot():
+    """Two groups of spins that flip together (each group all +1 or all -1, at random): the
+    max-entropy model has strong intra-group couplings and near-zero fields. Learning with
+    Metropolis moments reproduces the data; with BP moments (BP breaks each group's up-down
+    symmetry) it cannot get close."""
+    key = jax.random.PRNGKey(11)
+    groups = jnp.where(jax.random.bernoulli(key, 0.5, (4000, 2)), 1.0, -1.0)
+    noise = jnp.where(jax.random.bernoulli(jax.random.PRNGKey(12), 0.9, (4000, 12)), 1.0, -1.0)
+    samples = jnp.repeat(groups, 6, axis=1) * noise  # each spin agrees with its group 90% of the time
+    data_m, data_pair = ls.sample_moments(samples)
+    mcmc = ls.boltzmann_learning_mcmc(samples, jax.random.PRNGKey(13), iterations=300, chains=256, lr_couplings=0.1)
+    exact_m, exact_pair, _ = ls.exact_moments(mcmc.model)
+    assert np.max(np.abs(exact_m - data_m)) < 0.03
+    assert np.max(np.abs(exact_pair - data_pair)) < 0.03
+    _, bp_pair, _ = ls.exact_moments(ls.boltzmann_learning(samples, iterations=300).model)
+    assert np.max(np.abs(bp_pair - data_pair)) > 0.2
+    checks = ls.metropolis(mcmc.model, jax.random.PRNGKey(14), chains=64, sweeps=300, burn_in=100, init=samples[:64])
+    mean_error, correlation_error = ls.moment_errors(checks, samples)
+    assert float(mean_error) < 0.1 and float(correlation_error) < 0.1
+    with pytest.raises(ValueError, match="one starting state per chain"):
+        ls.metropolis(mcmc.model, key, chains=8, sweeps=2, burn_in=0, init=samples[:4])
+
+
+def test_relabelled_hidden_units_compute_the_same_function():
+    from mdl_jax import binary
+
+    widths = (6, 5, 4, 3)
+    samples = np.asarray(jnp.where(jax.random.bernoulli(jax.random.PRNGKey(0), 0.5, (5, 6 * 5 + 5 * 4 + 4 * 3)), 1, -1), np.int8)
+    copies = binary.permute_hidden_units(samples, widths, jax.random.PRNGKey(1), copies=3)
+    assert copies.shape == (15, samples.shape[1]) and copies.dtype == np.int8
+    x = jax.random.normal(jax.random.PRNGKey(2), (40, 6))
+    outputs = lambda flat: binary.binary_logits([jnp.asarray(w, x.dtype) for w in binary.split_layers(flat, widths)], x)
+    for k in range(15):
+        np.testing.assert_allclose(outputs(copies[k]), outputs(samples[k % 5]), atol=1e-5)
+    assert np.sum(copies[5:10] != samples) > 0  # the copies are relabelled, not the originals
+    np.testing.assert_array_equal(np.sort(copies[:5], axis=1), np.sort(samples, axis=1))  # same weights, moved
+    with pytest.raises(ValueError, match="widths"):
+        binary.split_layers(samples, (6, 5, 3))
