@@ -16,7 +16,7 @@ data's moments, and sweeps the entropy landscape s(d) around reference samples (
 results.json with ``max_entropy`` (LB, ITR, RB, FULL of the under-parametrised deep network),
 ``mean_abs_J``, ``mean_abs_h`` and ``shallow_max_distance_jump``.
 
---quick (128 networks per case, 10-200 epochs, 100 samples per network): about 5 minutes on
+--quick (128 networks per case, 10-200 epochs, 100 samples per network): about 8 minutes on
 2 CPU cores.
 """
 
@@ -68,7 +68,7 @@ class EffectiveModelSettings:
 
 QUICK = EffectiveModelSettings(networks=128, epochs_under=10, epochs_over=200, epochs_shallow=10, samples_per_network=100,
                                threshold_under=0.74, threshold_over=0.62, threshold_shallow=0.68, score_images=2000,
-                               mcmc_iterations=1000, mcmc_chains=256, verify_chains=64, verify_sweeps=100, references=3)
+                               mcmc_iterations=600, mcmc_chains=256, verify_chains=64, verify_sweeps=100, references=3)
 
 
 def _log(message: str) -> None:

@@ -240,42 +240,47 @@ def moment_errors(samples: jax.Array, reference: jax.Array) -> tuple[jax.Array, 
 
 
 def boltzmann_learning_mcmc(
-    samples: jax.Array, key: jax.Array, *, iterations: int = 2000, chains: int = 512, sweeps: int = 5,
-    lr_couplings: float = 0.002, lr_fields: float = 0.05, l2: float = 1e-4, average_last: float = 0.5,
+    samples: jax.Array, key: jax.Array, *, iterations: int = 1000, chains: int = 512, sweeps: int = 5,
+    lr_couplings: float = 0.02, lr_fields: float = 0.05, l2: float = 1e-4, average_last: float = 0.5,
 ) -> BoltzmannFit:
     """Boltzmann-machine learning with Metropolis moments (persistent chains started at data
-    samples): the same updates as :func:`boltzmann_learning`, without the Bethe approximation.
+    samples), without the Bethe approximation.
 
     Use it where BP moments are wrong: strongly coupled clusters (groups of weights that flip
     together across solutions) make BP break the cluster's up-down symmetry, and learning with
-    BP moments then stalls. Keep ``lr_couplings`` small: when many weights are correlated, a
-    collective mode of the couplings grows by about ``lr_couplings`` times a row sum of the
-    connected correlations per iteration, and too fast a growth turns the model into a
-    ferromagnet that the chains cannot leave (on the shallow 20-10 samples, 0.01 and 0.05
-    diverge, 0.002 converges). The Monte-Carlo moments are noisy (about ``1 / sqrt(chains)`` per
-    entry), so the returned model is the average of the iterates over the last ``average_last``
-    of the iterations (Polyak-Ruppert averaging), and ``rms_error`` is the mean of their errors.
+    BP moments then stalls. The updates are centred: couplings follow the connected
+    correlations, ``J <- J - lr_J (C_model - C_data + l2 J)`` with ``C = <s s> - <s><s>``, and
+    the fields absorb the change of the couplings' mean field, ``h <- h - lr_h (m_model -
+    m_data) - dJ m_data``. Uncentred updates (raw second moments, as in
+    :func:`boltzmann_learning`) shift every local field by ``dJ m`` at each step; when many
+    weights are polarised and correlated, that collective mode turns the model into a
+    ferromagnet the chains cannot leave unless the coupling rate is tiny (on the shallow 20-10
+    samples, 0.01 diverges), and a tiny rate leaves the couplings short of their values.
+
+    The Monte-Carlo moments are noisy (about ``1 / sqrt(chains)`` per entry), so the returned
+    model is the average of the iterates over the last ``average_last`` of the iterations
+    (Polyak-Ruppert averaging), and ``rms_error`` is the mean of their RMS moment errors.
     """
     samples = jnp.asarray(samples, jnp.result_type(float))
     mean, second = sample_moments(samples)
+    connected = second - jnp.outer(mean, mean)
     n = mean.shape[0]
     off = 1.0 - jnp.eye(n, dtype=mean.dtype)
     k0, k1 = jax.random.split(key)
     start = Ising(jnp.zeros((n, n), mean.dtype), jnp.arctanh(jnp.clip(mean, -0.99, 0.99)))
     chains_state = samples[jax.random.choice(k0, samples.shape[0], (chains,))]
-
     first_averaged = iterations - max(1, int(average_last * iterations))
 
     def step(carry, inputs):
         model, spins, total = carry
         key, index = inputs
         spins = _run_chains(model, spins, key, sweeps)[-1]
-        d_second = (spins.T @ spins / chains - second) * off
-        d_mean = spins.mean(0) - mean
-        err = jnp.sqrt((jnp.sum(d_second**2) + jnp.sum(d_mean**2)) / (n * n))
+        model_mean, model_second = spins.mean(0), spins.T @ spins / chains
+        d_couplings = -lr_couplings * ((model_second - jnp.outer(model_mean, model_mean) - connected) * off + l2 * model.J)
+        d_fields = -lr_fields * (model_mean - mean) - d_couplings @ mean
+        err = jnp.sqrt((jnp.sum(((model_second - second) * off) ** 2) + jnp.sum((model_mean - mean) ** 2)) / (n * n))
         total = jax.tree.map(lambda t, m: t + jnp.where(index >= first_averaged, m, 0.0), total, model)
-        new = Ising(model.J - lr_couplings * (d_second + l2 * model.J), model.h - lr_fields * d_mean)
-        return (new, spins, total), err
+        return (Ising(model.J + d_couplings, model.h + d_fields), spins, total), err
 
     zero = jax.tree.map(jnp.zeros_like, start)
     (_, _, total), history = jax.lax.scan(step, (start, chains_state, zero), (jax.random.split(k1, iterations), jnp.arange(iterations)))

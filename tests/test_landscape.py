@@ -140,10 +140,15 @@ def test_mcmc_boltzmann_learning_fits_clusters_that_bp_cannot():
     noise = jnp.where(jax.random.bernoulli(jax.random.PRNGKey(12), 0.9, (4000, 12)), 1.0, -1.0)
     samples = jnp.repeat(groups, 6, axis=1) * noise  # each spin agrees with its group 90% of the time
     data_m, data_pair = ls.sample_moments(samples)
-    mcmc = ls.boltzmann_learning_mcmc(samples, jax.random.PRNGKey(13), iterations=300, chains=256, lr_couplings=0.1)
+    mcmc = ls.boltzmann_learning_mcmc(samples, jax.random.PRNGKey(13), iterations=300, chains=256)
     exact_m, exact_pair, _ = ls.exact_moments(mcmc.model)
     assert np.max(np.abs(exact_m - data_m)) < 0.03
     assert np.max(np.abs(exact_pair - data_pair)) < 0.03
+    truth = ls.random_ising(jax.random.PRNGKey(0), 12, coupling=0.15, field=0.3)  # and a known model's couplings
+    known = ls.boltzmann_learning_mcmc(ls.metropolis(truth, key, chains=64, sweeps=300, burn_in=100, thin=2), key, chains=256)
+    off = ~np.eye(12, dtype=bool)
+    assert np.max(np.abs(np.asarray(known.model.J - truth.J))[off]) < 0.08
+    assert np.max(np.abs(np.asarray(known.model.h - truth.h))) < 0.08
     _, bp_pair, _ = ls.exact_moments(ls.boltzmann_learning(samples, iterations=300).model)
     assert np.max(np.abs(bp_pair - data_pair)) > 0.2
     checks = ls.metropolis(mcmc.model, jax.random.PRNGKey(14), chains=64, sweeps=300, burn_in=100, init=samples[:64])
