@@ -91,10 +91,11 @@ def _fit_and_sweep(samples: np.ndarray, method: str, settings: EffectiveModelSet
     starts = spins[jax.random.choice(k_init, spins.shape[0], (settings.verify_chains,))]
     check = landscape.metropolis(model, k_check, chains=settings.verify_chains, sweeps=settings.verify_sweeps,
                                  burn_in=settings.verify_sweeps // 2, init=starts)
-    mean_error, correlation_error = landscape.moment_errors(check, spins)
+    data = landscape.connected_moments(spins)
+    mean_error, correlation_error = landscape.moment_errors(check, data)
     half = check.shape[0] // 2  # rows are chain-major: the first half comes from the first half of the chains
     _, noise = landscape.moment_errors(check[:half], check[half:])  # about twice the check's own noise
-    _, independent_error = landscape.moment_errors(jnp.zeros_like(spins[:2]) + spins.mean(0), spins)  # no correlations
+    _, independent_error = landscape.moment_errors((data[0], jnp.zeros_like(data[1])), data)  # the data's means, no correlations
     energy = -0.5 * jnp.einsum("si,ij,sj->s", spins, model.J, spins) - spins @ model.h
     order = np.argsort(np.asarray(energy))
     picks = order[np.linspace(0, len(order) - 1, references).astype(int)]  # low to high energy

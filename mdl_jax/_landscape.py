@@ -227,14 +227,17 @@ def metropolis(
     return jnp.swapaxes(states[burn_in::thin], 0, 1).reshape(-1, n)
 
 
-def moment_errors(samples: jax.Array, reference: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """RMS differences of the means and of the off-diagonal connected correlations
-    ``<s_i s_j> - <s_i><s_j>`` between two sets of samples (e.g. model vs data)."""
-    def moments(x):
-        mean, second = sample_moments(x)
-        return mean, second - jnp.outer(mean, mean)
+def connected_moments(samples: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Means and connected correlations ``<s_i s_j> - <s_i><s_j>`` of ``(n, N)`` samples."""
+    mean, second = sample_moments(samples)
+    return mean, second - jnp.outer(mean, mean)
 
-    (m1, c1), (m2, c2) = moments(samples), moments(reference)
+
+def moment_errors(samples, reference) -> tuple[jax.Array, jax.Array]:
+    """RMS differences of the means and of the off-diagonal connected correlations between two
+    sets of samples (e.g. model vs data). Either may instead be given as its
+    :func:`connected_moments`, so that the moments of a large data set are computed once."""
+    (m1, c1), (m2, c2) = (x if isinstance(x, tuple) else connected_moments(x) for x in (samples, reference))
     off = 1.0 - jnp.eye(m1.shape[0], dtype=m1.dtype)
     return jnp.sqrt(jnp.mean((m1 - m2) ** 2)), jnp.sqrt(jnp.sum(((c1 - c2) * off) ** 2) / jnp.sum(off))
 

@@ -10,6 +10,7 @@ from mdl_jax._landscape import (
     belief_propagation as belief_propagation,
     bethe_entropy as bethe_entropy,
     bethe_free_entropy as bethe_free_entropy,
+    connected_moments as connected_moments,
     boltzmann_learning as boltzmann_learning,
     boltzmann_learning_mcmc as boltzmann_learning_mcmc,
     distance_jumps as distance_jumps,

@@ -154,6 +154,7 @@ def test_mcmc_boltzmann_learning_fits_clusters_that_bp_cannot():
     checks = ls.metropolis(mcmc.model, jax.random.PRNGKey(14), chains=64, sweeps=300, burn_in=100, init=samples[:64])
     mean_error, correlation_error = ls.moment_errors(checks, samples)
     assert float(mean_error) < 0.1 and float(correlation_error) < 0.1
+    np.testing.assert_allclose(ls.moment_errors(checks, ls.connected_moments(samples)), (mean_error, correlation_error), rtol=1e-12)
     with pytest.raises(ValueError, match="one starting state per chain"):
         ls.metropolis(mcmc.model, key, chains=8, sweeps=2, burn_in=0, init=samples[:4])
 
