@@ -8,13 +8,16 @@ Trains binary networks on PCA-20 MNIST by local reparametrisation (deep 20-15-15
 a test-accuracy threshold (stored in DIR/samples_<case>.npz and reused by a later run with the
 same training settings), pools the deep samples over relabellings of their hidden units
 (``hidden_permutations``), fits a maximum-entropy Ising model per layer (LB, ITR, RB), to the
-whole deep network (FULL) and to the shallow one by Boltzmann learning with Metropolis moments
-(and, for comparison, with the notes' BP moments, which cannot represent the strongly coupled
-weight clusters of the output layers), checks every fit by Metropolis sampling against the
-data's moments, and sweeps the entropy landscape s(d) around reference samples (field x from
-+3 to -3 and back, warm-started BP). Writes DIR/effective_model.png/.pdf, config.json and
-results.json with ``max_entropy`` (LB, ITR, RB, FULL of the under-parametrised deep network),
-``mean_abs_J``, ``mean_abs_h`` and ``shallow_max_distance_jump``.
+whole deep network (FULL) and to the shallow one by Boltzmann learning with Metropolis
+moments and, for comparison, with BP moments (the notes' procedure, from J = h = 0; its
+models reproduce the data's correlations less well), checks every fit by Metropolis sampling
+against the data's moments, and sweeps the entropy landscape s(d) around reference samples (field x from
++3 to -3 and back, warm-started BP), simulating the distance curve of some of them with
+Metropolis chains as a check of BP's jumps and loops. Writes DIR/effective_model.png/.pdf,
+config.json and results.json with ``max_entropy`` (LB, ITR, RB, FULL of the
+under-parametrised deep network), ``mean_abs_J``, ``mean_abs_h``, ``shallow_max_distance_jump``
+and ``shallow_landscape`` (jumps and loops of the shallow network by BP and by the chains,
+for each fit).
 
 --quick (128 networks per case, 10-200 epochs, 100 samples per network): about 8 minutes on
 2 CPU cores.
@@ -55,8 +58,9 @@ class EffectiveModelSettings:
     threshold_shallow: float = 0.70
     score_images: int = 10_000
     hidden_permutations: int = 4  # relabelled copies of every deep sample (0: pool as trained)
-    fit: str = "mcmc"  # Boltzmann learning with Metropolis moments ("mcmc") or BP moments ("bp", the notes')
-    compare_bp: bool = True  # also fit with BP moments and report that fit's numbers beside
+    fit: str = "mcmc"  # Boltzmann learning with Metropolis moments ("mcmc") or with BP moments ("bp", the notes')
+    compare: str = "bp"  # the other fit, reported beside each fit under "comparison" ("none": skip)
+    bp_start: str = "zero"  # BP learning starts at J = h = 0 ("zero", the textbook start) or at fields atanh(m) ("independent")
     bm_iterations: int = 100
     mcmc_iterations: int = 2000
     mcmc_chains: int = 512
@@ -64,11 +68,15 @@ class EffectiveModelSettings:
     verify_sweeps: int = 200
     references: int = 20
     field_step: float = 0.05
+    check_references: int = 5  # references per fit whose d(x) is also simulated by Metropolis chains (0: none)
+    check_chains: int = 32
+    check_sweeps: int = 20  # per field value; d is averaged over the last half
 
 
 QUICK = EffectiveModelSettings(networks=128, epochs_under=10, epochs_over=200, epochs_shallow=10, samples_per_network=100,
                                threshold_under=0.74, threshold_over=0.62, threshold_shallow=0.68, score_images=2000,
-                               mcmc_iterations=600, mcmc_chains=256, verify_chains=64, verify_sweeps=100, references=3)
+                               mcmc_iterations=600, mcmc_chains=256, verify_chains=64, verify_sweeps=100, references=3,
+                               check_references=1)
 
 
 def _log(message: str) -> None:
@@ -77,15 +85,17 @@ def _log(message: str) -> None:
 
 def _fit(spins: jax.Array, method: str, settings: EffectiveModelSettings, key: jax.Array) -> landscape.BoltzmannFit:
     if method == "bp":
-        return landscape.boltzmann_learning(spins, iterations=settings.bm_iterations, damping=0.5)
+        return landscape.boltzmann_learning(spins, iterations=settings.bm_iterations, damping=0.5, start=settings.bp_start)
     return landscape.boltzmann_learning_mcmc(spins, key, iterations=settings.mcmc_iterations, chains=settings.mcmc_chains)
 
 
 def _fit_and_sweep(samples: np.ndarray, method: str, settings: EffectiveModelSettings, key: jax.Array, references: int) -> dict:
-    """Fits the Ising model, checks it by Metropolis sampling against the data's moments, and
-    sweeps the entropy landscape around ``references`` samples of low to high energy."""
+    """Fits the Ising model, checks it by Metropolis sampling against the data's moments, sweeps
+    the entropy landscape around ``references`` samples of low to high energy, and simulates
+    the distance curve of ``check_references`` of them with Metropolis chains (a check of BP's
+    jumps and loops)."""
     spins = jnp.asarray(samples, jnp.float32)
-    k_fit, k_init, k_check = jax.random.split(key, 3)
+    k_fit, k_init, k_check, k_simulate = jax.random.split(key, 4)
     fit = _fit(spins, method, settings, k_fit)
     model = fit.model
     starts = spins[jax.random.choice(k_init, spins.shape[0], (settings.verify_chains,))]
@@ -101,6 +111,10 @@ def _fit_and_sweep(samples: np.ndarray, method: str, settings: EffectiveModelSet
     picks = order[np.linspace(0, len(order) - 1, references).astype(int)]  # low to high energy
     fields = landscape.field_sweep(3.0, settings.field_step)
     sweeps = [landscape.entropy_landscape(model, spins[i], fields) for i in picks]
+    rows = np.unique(np.linspace(0, references - 1, min(settings.check_references, references)).astype(int))
+    simulated = [landscape.metropolis_landscape(model, spins[picks[r]], fields, k, chains=settings.check_chains,
+                                                sweeps=settings.check_sweeps, measure=max(1, settings.check_sweeps // 2))
+                 for r, k in zip(rows, jax.random.split(k_simulate, len(rows)))]
     off = ~np.eye(spins.shape[1], dtype=bool)
     return {
         "fit": method, "samples": len(samples), "rms_moment_error": float(fit.rms_error),
@@ -114,6 +128,23 @@ def _fit_and_sweep(samples: np.ndarray, method: str, settings: EffectiveModelSet
         "hysteresis": float(np.max([float(landscape.hysteresis(s)) for s in sweeps])),
         "bp_converged": float(np.mean([np.mean(np.asarray(s.converged)) for s in sweeps])),
         "curves": [{"x": s.fields, "d": s.distance, "s": s.entropy} for s in sweeps],
+        **_landscape_check([sweeps[r] for r in rows], simulated),
+    }
+
+
+def _landscape_check(solved: list, simulated: list) -> dict:
+    """BP's largest jump and loop against the Metropolis chains' on the same references."""
+    if not simulated:
+        return {}
+
+    def largest(curves, measure):
+        return float(np.max([np.max(np.asarray(measure(c))) for c in curves]))
+    return {
+        "checked_references": len(simulated),
+        "checked_bp_jump": largest(solved, landscape.distance_jumps), "checked_bp_hysteresis": largest(solved, landscape.hysteresis),
+        "metropolis_max_distance_jump": largest(simulated, landscape.distance_jumps),
+        "metropolis_hysteresis": largest(simulated, landscape.hysteresis),
+        "metropolis_curves": [{"x": c.fields, "d": c.distance} for c in simulated],
     }
 
 
@@ -146,6 +177,10 @@ def run(settings: EffectiveModelSettings, data: mdl_jax.Dataset, out: Path, *, p
     s = settings
     if s.fit not in FITS:
         raise SystemExit(f"fit={s.fit!r} is not a fit; choose one of {', '.join(FITS)}")
+    if s.compare not in (*FITS, "none") or s.compare == s.fit:
+        raise SystemExit(f"compare={s.compare!r}: choose the fit other than fit={s.fit!r}, or none")
+    if s.bp_start not in ("zero", "independent"):
+        raise SystemExit(f"bp_start={s.bp_start!r}: choose zero (J = h = 0) or independent (fields atanh(m))")
     pca = binary.pca_project(data)
     scoring = pca._replace(test_images=pca.test_images[: s.score_images], test_labels=pca.test_labels[: s.score_images])
     cases = {
@@ -164,17 +199,27 @@ def run(settings: EffectiveModelSettings, data: mdl_jax.Dataset, out: Path, *, p
             tic = time.perf_counter()
             key = jax.random.PRNGKey(1000 * c + p)
             case[part] = _fit_and_sweep(samples[:, columns], s.fit, s, key, s.references)
-            if s.compare_bp and s.fit != "bp":  # the notes' fit, for comparison (without its curves)
-                case[part]["bp_moments"] = _fit_and_sweep(samples[:, columns], "bp", s, key, min(3, s.references))
-                del case[part]["bp_moments"]["curves"]
-            _log(f"{name} {part}: fits and landscapes in {time.perf_counter() - tic:.0f} s, "
-                 f"max s {case[part]['max_entropy']:.3f}, largest jump of d {case[part]['max_distance_jump']:.3f}")
+            if s.compare != "none":  # the other fit on the same references (curves kept for the shallow figure only)
+                other = _fit_and_sweep(samples[:, columns], s.compare, s, key, s.references)
+                if name != "shallow":
+                    other = {k: v for k, v in other.items() if k not in ("curves", "metropolis_curves")}
+                case[part]["comparison"] = other
+            fit = case[part]
+            check = (f" (Metropolis chains: jump {fit['metropolis_max_distance_jump']:.3f}, loop {fit['metropolis_hysteresis']:.3f})"
+                     if "metropolis_hysteresis" in fit else "")
+            _log(f"{name} {part}: fits and landscapes in {time.perf_counter() - tic:.0f} s, max s {fit['max_entropy']:.3f}, "
+                 f"largest jump of d {fit['max_distance_jump']:.3f}, loop {fit['hysteresis']:.3f}{check}")
         results["cases"][name] = case
     under = results["cases"]["under"]
     results["max_entropy"] = {part: under[part]["max_entropy"] for part in ("LB", "ITR", "RB", "FULL")}
     results["mean_abs_J"] = {part: under[part]["mean_abs_J"] for part in ("LB", "ITR", "RB")}
     results["mean_abs_h"] = {part: under[part]["mean_abs_h"] for part in ("LB", "ITR", "RB")}
-    results["shallow_max_distance_jump"] = results["cases"]["shallow"]["FULL"]["max_distance_jump"]
+    shallow = results["cases"]["shallow"]["FULL"]
+    results["shallow_max_distance_jump"] = shallow["max_distance_jump"]
+    summary = ("max_distance_jump", "hysteresis", "metropolis_max_distance_jump", "metropolis_hysteresis",
+               "metropolis_correlation_error", "independent_correlation_error")
+    results["shallow_landscape"] = {fit["fit"]: {k: fit[k] for k in summary if k in fit}
+                                    for fit in (shallow, shallow.get("comparison")) if fit is not None}
     results["wall_time_s"] = time.perf_counter() - start
     common.save(out, "effective_model", results, settings, draw(results) if plot else None)
     return results
@@ -204,15 +249,21 @@ def draw(results: dict):
     ax.set(yscale="log", xticks=range(3), xticklabels=["LB", "ITR", "RB"], ylabel="|coupling| (o), |field| (s)",
            title="couplings and fields, under-parametrised")
     ax.legend(fontsize=7)
-    shallow = results["cases"]["shallow"]["FULL"]
-    curve = shallow["curves"][0]
-    x, d = np.asarray(curve["x"]), np.asarray(curve["d"])
-    half = (len(x) + 1) // 2
-    axes[3].plot(x[:half], d[:half], "-", label="x down")
-    axes[3].plot(x[half - 1:], d[half - 1:], "--", label="x up")
+    shallow = results["cases"]["shallow"]["FULL"]  # the lowest-energy reference, solved by BP and simulated
+    for fit, color in ((shallow, "tab:blue"), (shallow.get("comparison"), "tab:orange")):
+        if fit is None:
+            continue
+        label = {"mcmc": "Metropolis-moment fit", "bp": "BP-moment fit"}[fit["fit"]]
+        for curves, (down, up), how in (("curves", ("-", "--"), "BP"), ("metropolis_curves", (".", "x"), "chains")):
+            if curves not in fit:
+                continue
+            x, d = np.asarray(fit[curves][0]["x"]), np.asarray(fit[curves][0]["d"])
+            half = (len(x) + 1) // 2
+            axes[3].plot(x[:half], d[:half], down, color=color, ms=3, label=f"{label}, {how}, x down")
+            axes[3].plot(x[half - 1:], d[half - 1:], up, color=color, ms=3, label=f"{how}, x up")
     axes[3].set(xlabel="field x", ylabel="distance d",
-                title=f"shallow 20-10 ({shallow['fit']} fit): largest jump {results['shallow_max_distance_jump']:.2f}")
-    axes[3].legend(fontsize=8)
+                title=f"shallow 20-10: largest jump {results['shallow_max_distance_jump']:.2f} ({shallow['fit']} fit, BP)")
+    axes[3].legend(fontsize=6)
     return fig
 
 

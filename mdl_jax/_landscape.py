@@ -131,18 +131,28 @@ class BoltzmannFit(NamedTuple):
 
 def boltzmann_learning(
     samples: jax.Array, *, iterations: int = 100, lr_couplings: float = 0.01, lr_fields: float = 0.3,
-    l2: float = 1e-4, damping: float = 0.5, tol: float = 1e-4, max_sweeps: int = 1000,
+    l2: float = 1e-4, damping: float = 0.5, tol: float = 1e-4, max_sweeps: int = 1000, start: str = "independent",
 ) -> BoltzmannFit:
     """Inverse Ising by Boltzmann-machine learning with BP moments (notes, section 2).
 
     ``J <- J - lr_J (C_model - C_data + l2 J)``, ``h <- h - lr_h (m_model - m_data)``, with the
     model's moments from BP (warm-started from the previous iteration's messages); returns the
     iterate with the lowest RMS moment error.
+
+    ``start``: ``"independent"`` (no couplings, fields ``atanh(m_data)``) or ``"zero"`` (``J = 0,
+    h = 0``, the textbook start; the notes do not say which). The two can end far apart on
+    strongly polarised data: from zero, the raw second moments ``m_i m_j`` pull the couplings
+    towards a ferromagnet in the gauge of the mean configuration (``J_ij ~ m_i m_j``) before
+    the fields have grown, and the Bethe approximation keeps that ferromagnet in one of its
+    phases, so the learning settles on a model whose polarisation comes partly from couplings.
     """
     mean, second = sample_moments(samples)
     n = mean.shape[0]
     off = 1.0 - jnp.eye(n, dtype=mean.dtype)
-    start = Ising(jnp.zeros((n, n), mean.dtype), jnp.arctanh(jnp.clip(mean, -0.99, 0.99)))
+    if start not in ("independent", "zero"):
+        raise ValueError(f"start={start!r}: use 'independent' (fields atanh(m), no couplings) or 'zero' (J = 0, h = 0)")
+    fields = jnp.arctanh(jnp.clip(mean, -0.99, 0.99)) if start == "independent" else jnp.zeros_like(mean)
+    initial = Ising(jnp.zeros((n, n), mean.dtype), fields)
 
     def step(carry, _):
         model, messages, best, best_err = carry
@@ -156,7 +166,7 @@ def boltzmann_learning(
         return (new, bp.messages, best, jnp.minimum(err, best_err)), err
 
     (_, _, best, best_err), history = jax.lax.scan(
-        step, (start, jnp.zeros((n, n), mean.dtype), start, jnp.asarray(jnp.inf, mean.dtype)), None, length=iterations
+        step, (initial, jnp.zeros((n, n), mean.dtype), initial, jnp.asarray(jnp.inf, mean.dtype)), None, length=iterations
     )
     return BoltzmannFit(best, best_err, history)
 
@@ -339,14 +349,47 @@ def entropy_landscape(
     return Landscape(fields, q, (1 - q) / 2, entropy, converged)
 
 
-def distance_jumps(landscape: Landscape) -> jax.Array:
+class MetropolisLandscape(NamedTuple):
+    fields: jax.Array  # (S,) the x values in sweep order
+    overlap: jax.Array  # (S,) q, averaged over the chains and the measured sweeps
+    distance: jax.Array  # (S,) d = (1 - q) / 2
+
+
+def metropolis_landscape(
+    model: Ising, reference: jax.Array, fields: jax.Array, key: jax.Array, *, chains: int = 32, sweeps: int = 20,
+    measure: int = 10,
+) -> MetropolisLandscape:
+    """The distance curve of :func:`entropy_landscape` simulated instead of solved by BP.
+
+    Persistent Metropolis chains of ``P_x`` start at the reference and are carried from each
+    field to the next (``sweeps`` sweeps per field; q averaged over the last ``measure`` of
+    them and over the chains). A check without the Bethe approximation: a jump or loop that
+    BP shows and the chains do not is one of BP's fixed points, not a property of the model
+    (the chains are stuck in a metastable state of a real first-order transition too, so they
+    show its loop, though they may take a few field steps to flip). Gives no entropy.
+    """
+    if not 0 < measure <= sweeps:
+        raise ValueError(f"measure={measure} must be between 1 and sweeps={sweeps}")
+    reference = jnp.asarray(reference, model.h.dtype)
+
+    def at_field(spins, inputs):
+        x, k = inputs
+        states = _run_chains(Ising(model.J, model.h + x * reference), spins, k, sweeps)
+        return states[-1], jnp.mean(states[sweeps - measure:] @ reference) / reference.shape[0]
+
+    start = jnp.tile(reference, (chains, 1))
+    _, q = jax.lax.scan(at_field, start, (fields, jax.random.split(key, fields.shape[0])))
+    return MetropolisLandscape(fields, q, (1 - q) / 2)
+
+
+def distance_jumps(landscape: Landscape | MetropolisLandscape) -> jax.Array:
     """Largest jump of d between neighbouring fields on the down sweep and on the up sweep."""
     half = (landscape.fields.shape[0] + 1) // 2
     down, up = landscape.distance[:half], landscape.distance[half - 1:]
     return jnp.stack([jnp.max(jnp.abs(jnp.diff(down))), jnp.max(jnp.abs(jnp.diff(up)))])
 
 
-def hysteresis(landscape: Landscape) -> jax.Array:
+def hysteresis(landscape: Landscape | MetropolisLandscape) -> jax.Array:
     """Largest gap in d between the down and the up sweep at the same field."""
     half = (landscape.fields.shape[0] + 1) // 2
     down, up = landscape.distance[:half], landscape.distance[half - 1:][::-1]

@@ -1,12 +1,13 @@
 """Weight-space effective model of binary networks (Zou & Huang 2021): belief propagation,
 inverse Ising (Boltzmann learning with BP or Metropolis moments, pseudo-likelihood), Metropolis sampling,
-and the entropy landscape with its jumps and hysteresis."""
+and the entropy landscape with its jumps and hysteresis (solved by BP, or its distance curve simulated)."""
 
 from mdl_jax._landscape import (
     BoltzmannFit as BoltzmannFit,
     BPResult as BPResult,
     Ising as Ising,
     Landscape as Landscape,
+    MetropolisLandscape as MetropolisLandscape,
     belief_propagation as belief_propagation,
     bethe_entropy as bethe_entropy,
     bethe_free_entropy as bethe_free_entropy,
@@ -21,6 +22,7 @@ from mdl_jax._landscape import (
     hysteresis as hysteresis,
     mean_energy as mean_energy,
     metropolis as metropolis,
+    metropolis_landscape as metropolis_landscape,
     moment_errors as moment_errors,
     pseudo_likelihood as pseudo_likelihood,
     random_ising as random_ising,

@@ -88,7 +88,7 @@ def test_effective_model_tiny(tmp_path, mnist, capsys):
         networks=3, epochs_under=1, epochs_over=3, epochs_shallow=1, samples_per_network=20, threshold_under=0.0,
         threshold_over=0.0, threshold_shallow=0.0, score_images=500, hidden_permutations=2, bm_iterations=5,
         mcmc_iterations=10, mcmc_chains=16, verify_chains=8, verify_sweeps=6, references=2, field_step=0.5,
-        compare_bp=False,
+        check_references=1, check_chains=4, check_sweeps=4,
     )
     data = _mnist_slice(mnist, n_train=4000, n_test=500)
     with jax.enable_x64(False):
@@ -100,7 +100,11 @@ def test_effective_model_tiny(tmp_path, mnist, capsys):
         assert saved["shallow_max_distance_jump"] == results["cases"]["shallow"]["FULL"]["max_distance_jump"] >= 0
         under = saved["cases"]["under"]
         assert under["kept_samples"] == 3 * 20 and under["LB"]["samples"] == 2 * under["kept_samples"]  # relabelled copies
-        assert saved["cases"]["shallow"]["FULL"]["fit"] == "mcmc"
+        shallow = saved["cases"]["shallow"]["FULL"]
+        assert shallow["fit"] == "mcmc" and shallow["checked_references"] == 1 and len(shallow["metropolis_curves"]) == 1
+        assert saved["shallow_landscape"]["mcmc"]["metropolis_hysteresis"] == shallow["metropolis_hysteresis"] >= 0
+        assert set(saved["shallow_landscape"]) == {"bp", "mcmc"} and "curves" in shallow["comparison"]
+        assert under["LB"]["comparison"]["fit"] == "bp" and "curves" not in under["LB"]["comparison"]
         for case in ("under", "over", "shallow"):
             assert (tmp_path / f"samples_{case}.npz").exists()
         capsys.readouterr()
@@ -109,6 +113,10 @@ def test_effective_model_tiny(tmp_path, mnist, capsys):
         assert "reusing" in capsys.readouterr().out and len(samples) == under["kept_samples"]
         with pytest.raises(SystemExit, match="fit='exact' is not a fit"):
             em.run(dataclasses.replace(settings, fit="exact"), mnist, tmp_path)
+        with pytest.raises(SystemExit, match="compare='mcmc'"):
+            em.run(dataclasses.replace(settings, compare="mcmc"), mnist, tmp_path)
+        with pytest.raises(SystemExit, match="bp_start='mean'"):
+            em.run(dataclasses.replace(settings, bp_start="mean"), mnist, tmp_path)
 
 
 def test_effective_model_fits_agree_on_weakly_coupled_spins():

@@ -57,6 +57,10 @@ def test_inverse_ising_recovers_a_known_model():
     assert np.max(np.abs(np.asarray(fit.model.J - truth.J)[off])) < 0.02
     assert np.max(np.abs(np.asarray(fit.model.h - truth.h))) < 0.015
     assert float(fit.rms_error) < 1e-8 < float(fit.history[0])
+    from_zero = ls.boltzmann_learning(samples, iterations=400, lr_couplings=0.5, lr_fields=0.5, l2=0.0, tol=1e-10, start="zero")
+    np.testing.assert_allclose(from_zero.model.J, fit.model.J, atol=1e-6)  # weakly coupled: one fixed point
+    with pytest.raises(ValueError, match="start='mean'"):
+        ls.boltzmann_learning(samples, start="mean")
     pl = ls.pseudo_likelihood(samples, l2=0.0, steps=600)
     assert np.max(np.abs(np.asarray(pl.J - truth.J)[off])) < 0.015
     assert np.max(np.abs(np.asarray(pl.h - truth.h))) < 0.015
@@ -98,15 +102,23 @@ def test_entropy_never_exceeds_the_bound():
 @pytest.mark.parametrize("beta, broken", [(1.6, True), (0.5, False)])
 def test_jumps_and_hysteresis_of_a_curie_weiss_magnet(beta, broken):
     """Below its critical temperature (beta > 1) a fully connected ferromagnet flips
-    discontinuously in a field, at different fields going down and up; above it, smoothly."""
+    discontinuously in a field, at different fields going down and up; above it, smoothly.
+    Metropolis chains carried along the same sweep see the same."""
     n = 60
     model = ls.Ising(beta / n * (jnp.ones((n, n)) - jnp.eye(n)), jnp.zeros(n))
     landscape = ls.entropy_landscape(model, jnp.ones(n), ls.field_sweep(1.0, 0.02), tol=1e-10, max_sweeps=5000)
     jumps, loop = ls.distance_jumps(landscape), ls.hysteresis(landscape)
+    simulated = ls.metropolis_landscape(model, jnp.ones(n), landscape.fields, jax.random.PRNGKey(9), chains=16, sweeps=20)
     if broken:
         assert float(jumps.min()) > 0.3 and float(loop) > 0.3
+        # the chains flip over a few field steps (measured jumps 0.22-0.25) but show the same loop (0.88)
+        assert float(ls.distance_jumps(simulated).min()) > 0.15 and float(ls.hysteresis(simulated)) > 0.5
     else:
         assert float(jumps.max()) < 0.05 and float(loop) < 1e-6
+        np.testing.assert_allclose(simulated.distance, landscape.distance, atol=0.03)  # measured 0.011
+        assert float(ls.hysteresis(simulated)) < 0.05
+    with pytest.raises(ValueError, match="measure=30"):
+        ls.metropolis_landscape(model, jnp.ones(n), landscape.fields, jax.random.PRNGKey(9), sweeps=20, measure=30)
 
 
 @pytest.mark.mnist
