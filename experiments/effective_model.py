@@ -89,19 +89,19 @@ def _fit(spins: jax.Array, method: str, settings: EffectiveModelSettings, key: j
     return landscape.boltzmann_learning_mcmc(spins, key, iterations=settings.mcmc_iterations, chains=settings.mcmc_chains)
 
 
-def _fit_and_sweep(samples: np.ndarray, method: str, settings: EffectiveModelSettings, key: jax.Array, references: int) -> dict:
-    """Fits the Ising model, checks it by Metropolis sampling against the data's moments, sweeps
-    the entropy landscape around ``references`` samples of low to high energy, and simulates
-    the distance curve of ``check_references`` of them with Metropolis chains (a check of BP's
-    jumps and loops)."""
-    spins = jnp.asarray(samples, jnp.float32)
+def _fit_and_sweep(spins: jax.Array, data: tuple, method: str, settings: EffectiveModelSettings, key: jax.Array,
+                   references: int) -> dict:
+    """Fits the Ising model to ``spins`` (whose :func:`landscape.connected_moments` are
+    ``data``), checks it by Metropolis sampling against the data's moments, sweeps the entropy
+    landscape around ``references`` samples of low to high energy, and simulates the distance
+    curve of ``check_references`` of them with Metropolis chains (a check of BP's jumps and
+    loops)."""
     k_fit, k_init, k_check, k_simulate = jax.random.split(key, 4)
     fit = _fit(spins, method, settings, k_fit)
     model = fit.model
     starts = spins[jax.random.choice(k_init, spins.shape[0], (settings.verify_chains,))]
     check = landscape.metropolis(model, k_check, chains=settings.verify_chains, sweeps=settings.verify_sweeps,
                                  burn_in=settings.verify_sweeps // 2, init=starts)
-    data = landscape.connected_moments(spins)
     mean_error, correlation_error = landscape.moment_errors(check, data)
     half = check.shape[0] // 2  # rows are chain-major: the first half comes from the first half of the chains
     _, noise = landscape.moment_errors(check[:half], check[half:])  # about twice the check's own noise
@@ -117,7 +117,7 @@ def _fit_and_sweep(samples: np.ndarray, method: str, settings: EffectiveModelSet
                  for r, k in zip(rows, jax.random.split(k_simulate, len(rows)))]
     off = ~np.eye(spins.shape[1], dtype=bool)
     return {
-        "fit": method, "samples": len(samples), "rms_moment_error": float(fit.rms_error),
+        "fit": method, "samples": spins.shape[0], "rms_moment_error": float(fit.rms_error),
         "metropolis_mean_error": float(mean_error), "metropolis_correlation_error": float(correlation_error),
         "metropolis_correlation_noise": float(noise) / 2, "independent_correlation_error": float(independent_error),
         "mean_abs_J": float(np.abs(np.asarray(model.J))[off].mean()), "mean_abs_h": float(np.abs(np.asarray(model.h)).mean()),
@@ -179,7 +179,7 @@ def run(settings: EffectiveModelSettings, data: mdl_jax.Dataset, out: Path, *, p
         raise SystemExit(f"fit={s.fit!r} is not a fit; choose one of {', '.join(FITS)}")
     if s.compare not in (*FITS, "none") or s.compare == s.fit:
         raise SystemExit(f"compare={s.compare!r}: choose the fit other than fit={s.fit!r}, or none")
-    if s.bp_start not in ("zero", "independent"):
+    if s.bp_start not in landscape.BP_STARTS:  # checked before the training, which the fits come after
         raise SystemExit(f"bp_start={s.bp_start!r}: choose zero (J = h = 0) or independent (fields atanh(m))")
     pca = binary.pca_project(data)
     scoring = pca._replace(test_images=pca.test_images[: s.score_images], test_labels=pca.test_labels[: s.score_images])
@@ -198,9 +198,11 @@ def run(settings: EffectiveModelSettings, data: mdl_jax.Dataset, out: Path, *, p
         for p, (part, columns) in enumerate(parts.items()):
             tic = time.perf_counter()
             key = jax.random.PRNGKey(1000 * c + p)
-            case[part] = _fit_and_sweep(samples[:, columns], s.fit, s, key, s.references)
+            spins = jnp.asarray(samples[:, columns], jnp.float32)
+            data = landscape.connected_moments(spins)  # once for both fits
+            case[part] = _fit_and_sweep(spins, data, s.fit, s, key, s.references)
             if s.compare != "none":  # the other fit on the same references (curves kept for the shallow figure only)
-                other = _fit_and_sweep(samples[:, columns], s.compare, s, key, s.references)
+                other = _fit_and_sweep(spins, data, s.compare, s, key, s.references)
                 if name != "shallow":
                     other = {k: v for k, v in other.items() if k not in ("curves", "metropolis_curves")}
                 case[part]["comparison"] = other

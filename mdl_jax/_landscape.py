@@ -123,6 +123,16 @@ def sample_moments(samples: jax.Array) -> tuple[jax.Array, jax.Array]:
     return samples.mean(0), samples.T @ samples / samples.shape[0]
 
 
+BP_STARTS = ("independent", "zero")  # where Boltzmann learning with BP moments may start
+
+
+def _independent_model(mean: jax.Array) -> Ising:
+    """No couplings, fields ``atanh(m)``: the independent spins with the data's means (clipped
+    to |m| <= 0.99, so that frozen spins get a finite field)."""
+    n = mean.shape[0]
+    return Ising(jnp.zeros((n, n), mean.dtype), jnp.arctanh(jnp.clip(mean, -0.99, 0.99)))
+
+
 class BoltzmannFit(NamedTuple):
     model: Ising
     rms_error: jax.Array  # RMS moment error of the returned iterate
@@ -149,10 +159,11 @@ def boltzmann_learning(
     mean, second = sample_moments(samples)
     n = mean.shape[0]
     off = 1.0 - jnp.eye(n, dtype=mean.dtype)
-    if start not in ("independent", "zero"):
+    if start not in BP_STARTS:
         raise ValueError(f"start={start!r}: use 'independent' (fields atanh(m), no couplings) or 'zero' (J = 0, h = 0)")
-    fields = jnp.arctanh(jnp.clip(mean, -0.99, 0.99)) if start == "independent" else jnp.zeros_like(mean)
-    initial = Ising(jnp.zeros((n, n), mean.dtype), fields)
+    initial = _independent_model(mean)
+    if start == "zero":
+        initial = jax.tree.map(jnp.zeros_like, initial)
 
     def step(carry, _):
         model, messages, best, best_err = carry
@@ -280,7 +291,7 @@ def boltzmann_learning_mcmc(
     n = mean.shape[0]
     off = 1.0 - jnp.eye(n, dtype=mean.dtype)
     k0, k1 = jax.random.split(key)
-    start = Ising(jnp.zeros((n, n), mean.dtype), jnp.arctanh(jnp.clip(mean, -0.99, 0.99)))
+    start = _independent_model(mean)
     chains_state = samples[jax.random.choice(k0, samples.shape[0], (chains,))]
     first_averaged = iterations - max(1, int(average_last * iterations))
 
@@ -288,7 +299,7 @@ def boltzmann_learning_mcmc(
         model, spins, total = carry
         key, index = inputs
         spins = _run_chains(model, spins, key, sweeps)[-1]
-        model_mean, model_second = spins.mean(0), spins.T @ spins / chains
+        model_mean, model_second = sample_moments(spins)
         d_couplings = -lr_couplings * ((model_second - jnp.outer(model_mean, model_mean) - connected) * off + l2 * model.J)
         d_fields = -lr_fields * (model_mean - mean) - d_couplings @ mean
         err = jnp.sqrt((jnp.sum(((model_second - second) * off) ** 2) + jnp.sum((model_mean - mean) ** 2)) / (n * n))

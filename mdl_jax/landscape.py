@@ -3,6 +3,7 @@ inverse Ising (Boltzmann learning with BP or Metropolis moments, pseudo-likeliho
 and the entropy landscape with its jumps and hysteresis (solved by BP, or its distance curve simulated)."""
 
 from mdl_jax._landscape import (
+    BP_STARTS as BP_STARTS,
     BoltzmannFit as BoltzmannFit,
     BPResult as BPResult,
     Ising as Ising,
