@@ -11,23 +11,32 @@ from mdl_jax._data import (
     load_tfds as load_tfds,
     read_idx as read_idx,
 )
-from mdl_jax._models import (
+from mdl_jax._methods import (
+    METHODS as METHODS,
+    Method as Method,
     ModeLayer as ModeLayer,
+    get_method as get_method,
+    init_scale as init_scale,
+    make_spec as make_spec,
+    mode_mask as mode_mask,
+    register_method as register_method,
+    unregister_method as unregister_method,
+    zero_inactive_modes as zero_inactive_modes,
+)
+from mdl_jax._models import (
     apply as apply,
     check_params as check_params,
     effective_weights as effective_weights,
     init_params as init_params,
-    init_scale as init_scale,
     mode_layers as mode_layers,
+    mode_map as mode_map,
     param_count as param_count,
     penalty as penalty,
 )
 from mdl_jax._spec import (
-    METHODS as METHODS,
-    MODE_METHODS as MODE_METHODS,
     NetworkSpec as NetworkSpec,
     SpecError as SpecError,
-    make_spec as make_spec,
+    full_ranks as full_ranks,
 )
 from mdl_jax._config import (
     ConfigError as ConfigError,
@@ -52,7 +61,6 @@ from mdl_jax._train import (
     data_arrays as data_arrays,
     evaluate as evaluate,
     init_state as init_state,
-    mode_mask as mode_mask,
     select_run as select_run,
     train as train,
     train_epoch as train_epoch,

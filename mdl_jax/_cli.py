@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-from mdl_jax._config import ConfigError, make_config, parse_override, read_config_file
+from mdl_jax._config import ConfigError, ModesAboveRankWarning, make_config, parse_override, read_config_file
 from mdl_jax._data import DataError
 from mdl_jax._spec import SpecError
 
@@ -28,8 +29,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--data-dir", help="folder of MNIST-format IDX files (else $MDL_DATA_DIR, else TFDS)")
     train.add_argument("--workdir", type=Path, default=Path("runs/latest"), help="output folder")
-    train.add_argument("--resume", type=Path, metavar="WORKDIR", help="continue the sweep in WORKDIR")
-    train.add_argument("--quiet", action="store_true", help="no progress bars")
+    train.add_argument("--resume", type=Path, metavar="WORKDIR", help="continue the sweep in WORKDIR (with its config.json; --data-dir may point at a new copy of the same data)")
+    train.add_argument("--quiet", action="store_true", help="no progress (a bar on a terminal, a line per epoch otherwise)")
     train.add_argument(
         "--cpu-devices", type=int, metavar="N",
         help="split the CPU into N devices and shard the runs over them (results are unchanged)",
@@ -57,22 +58,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             coordinator_address=args.coordinator, num_processes=args.num_processes, process_id=args.process_id
         )
     try:
-        if args.resume is not None:
-            if args.config is not None or args.overrides:
-                raise ConfigError("--resume continues a sweep with its saved config.json; drop --config and --set")
-            config = make_config(read_config_file(args.resume / "config.json"))
-            workdir = args.resume
-        else:
-            values = read_config_file(args.config) if args.config else {}
-            overrides = dict(parse_override(o) for o in args.overrides)
-            if args.data_dir is not None:
-                overrides["data_dir"] = args.data_dir
-            config = make_config(overrides, base=make_config(values))
-            workdir = args.workdir
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ModesAboveRankWarning)
+            config, workdir = _config(args)
+        for warning in caught:
+            print(f"mdl-jax: warning: {warning.message}", file=sys.stderr)
         if args.print_config:
             print(json.dumps(config.to_json(), indent=2))
             return 0
-        from mdl_jax._run import TrainingDiverged, train_and_evaluate
+        from mdl_jax._run import TrainingDiverged, format_table, train_and_evaluate
 
         summary = train_and_evaluate(config, workdir, resume=args.resume is not None, progress=not args.quiet)
     except (ConfigError, DataError, SpecError) as err:
@@ -82,13 +76,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"mdl-jax: {err}", file=sys.stderr)
         return 3
     for run in summary["runs"]:
-        print(
-            f"{run['method']:<10} modes={run['modes']} seed={run['seed']} lr={run['learning_rate']:g} "
-            f"test_acc={run['final_test_accuracy']:.4f} params={run['param_count']}"
-            + (f" DIVERGED at epoch {run['diverged_epoch']} ({run['divergence_cause']})" if run["diverged"] else "")
-        )
-    print(f"results in {workdir}")
+        if run["diverged"]:
+            print(f"{run['method']} modes={run['modes']} seed={run['seed']} lr={run['learning_rate']:g} "
+                  f"DIVERGED at epoch {run['diverged_epoch']} ({run['divergence_cause']})")
+    print(format_table(summary["table"]))
+    print(f"results in {workdir} (per run: summary.json)")
     return 0
+
+
+def _config(args):
+    """The resolved config and workdir: a new run's from defaults, --config, --set and flags;
+    a resumed run's from its config.json, where only --data-dir may change."""
+    if args.resume is not None:
+        if args.config is not None or args.overrides:
+            raise ConfigError(
+                "--resume continues a sweep with its saved config.json; drop --config and --set "
+                "(to train longer, raise 'epochs' in config.json: the one change --resume accepts)"
+            )
+        if not (args.resume / "config.json").is_file():
+            what = "does not exist" if not args.resume.exists() else "holds no config.json"
+            raise ConfigError(f"no run to resume in {args.resume}: it {what}")
+        values = read_config_file(args.resume / "config.json")
+        if args.data_dir is not None:
+            values["data_dir"] = args.data_dir
+        return make_config(values), args.resume
+    values = read_config_file(args.config) if args.config else {}
+    overrides = dict(parse_override(o) for o in args.overrides)
+    if args.data_dir is not None:
+        overrides["data_dir"] = args.data_dir
+    return make_config(overrides, base=make_config(values)), args.workdir
 
 
 if __name__ == "__main__":

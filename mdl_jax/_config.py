@@ -7,10 +7,14 @@ import difflib
 import json
 import tomllib
 import typing
+import warnings
 from pathlib import Path
 from typing import Any
 
-from mdl_jax._spec import METHODS
+from mdl_jax._data import DATASETS
+from mdl_jax._methods import METHODS, make_spec
+from mdl_jax._models import param_count
+from mdl_jax._spec import SpecError, full_ranks
 from mdl_jax._train import Recipe
 
 _RECIPE = Recipe._field_defaults  # one source for the training defaults
@@ -18,6 +22,11 @@ _RECIPE = Recipe._field_defaults  # one source for the training defaults
 
 class ConfigError(ValueError):
     """A configuration that names an unknown key or holds a value of the wrong type."""
+
+
+class ModesAboveRankWarning(UserWarning):
+    """A mode count above every layer's full rank: legal (the letter's Fig. 1 uses p = 3 in a
+    2-3-1 network) but more parameters than the weights they stand for."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,6 +82,20 @@ class TrainConfig:
     def to_json(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
 
+    def identity(self) -> dict[str, Any]:
+        """The settings that fix what the runs compute (see :data:`IDENTITY_KEYS`)."""
+        values = self.to_json()
+        return {key: values[key] for key in IDENTITY_KEYS}
+
+
+#: Keys that fix the runs of a workdir: ``--resume`` refuses a config.json whose values differ
+#: from those its checkpoints were trained with. The others (``description``, ``data_dir``,
+#: ``epochs`` (which may grow), checkpoint and chunking settings) may change between runs.
+IDENTITY_KEYS = (
+    "dataset", "widths", "methods", "modes", "seeds", "learning_rates", "batch_size", "lr_halving_epochs",
+    "weight_decay", "svd_orthogonality", "svd_sparsity", "dtype", "loss",
+)
+
 
 _FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 _TYPES = typing.get_type_hints(TrainConfig)
@@ -122,6 +145,18 @@ def make_config(values: dict[str, Any] | None = None, base: TrainConfig | None =
     for method in config.methods:
         if method not in METHODS:
             raise ConfigError(f"unknown method {method!r} in 'methods'; choose from {', '.join(METHODS)}")
+    if config.dataset not in DATASETS:
+        close = difflib.get_close_matches(config.dataset, DATASETS, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigError(
+            f"unknown dataset {config.dataset!r}{hint}; choose one of {', '.join(DATASETS)} "
+            "('idx' names any other folder of MNIST-format IDX files, given by data_dir)"
+        )
+    if config.dataset == "idx" and not config.data_dir:
+        raise ConfigError("dataset 'idx' reads a folder of MNIST-format IDX files: give it with data_dir / --data-dir")
+    if len(set(config.methods)) < len(config.methods):
+        raise ConfigError(f"'methods' names a method twice: {list(config.methods)}")
+    _check_architectures(config)
     if config.max_runs_per_chunk is not None and config.max_runs_per_chunk < 1:
         raise ConfigError(f"'max_runs_per_chunk' must be >= 1 or null, got {config.max_runs_per_chunk}")
     for key in ("epochs", "batch_size", "lr_halving_epochs", "checkpoint_keep"):
@@ -136,11 +171,52 @@ def make_config(values: dict[str, Any] | None = None, base: TrainConfig | None =
     return config
 
 
+def _check_architectures(config: TrainConfig) -> None:
+    """Every (method, mode count) of the grid must make a network: bad widths, a mode count
+    above every layer's rank, ... are caught here, before anything runs."""
+    for method in config.methods:
+        entry = METHODS[method]
+        counts = [None] if not entry.has_modes or (entry.rank_by_default and not config.modes) else config.modes
+        if entry.has_modes and not counts:
+            raise ConfigError(f"method {method!r} needs at least one mode count in 'modes'")
+        for p in counts:
+            try:
+                spec = make_spec(config.widths, _capped(config.widths, p) if entry.rank_by_default and p else p, method)
+            except SpecError as err:
+                raise ConfigError(f"'widths'/'modes': {err}") from None
+            ranks = full_ranks(config.widths)
+            if entry.has_modes and max(spec.modes) > max(ranks):
+                plain = sum(a * b for a, b in zip(config.widths[:-1], config.widths[1:]))
+                warnings.warn(ModesAboveRankWarning(
+                    f"{method} with p = {max(spec.modes)} modes exceeds the full rank of every layer of widths "
+                    f"{list(config.widths)} (largest min(N_l, N_l+1): {max(ranks)}): {param_count(spec)} trainable "
+                    f"parameters against {plain} plain weights; p <= {max(ranks)} spans the same weights"
+                ), stacklevel=3)
+
+
+def _capped(widths, p: int) -> list[int]:
+    """``p`` modes in every layer, capped at each layer's full rank (for ``rank_by_default`` methods)."""
+    return [min(p, min(a, b)) for a, b in zip(widths[:-1], widths[1:])]
+
+
+def sweep_modes(config: TrainConfig, method: str) -> list:
+    """The mode counts a method's sweep runs: ``[None]`` for a plain method (or a full-rank
+    default), per-layer counts capped at the rank for ``rank_by_default`` methods."""
+    entry = METHODS[method]
+    if not entry.has_modes or (entry.rank_by_default and not config.modes):
+        return [None]
+    if entry.rank_by_default:  # counts that cap to the same ranks are one run, not two
+        return list(dict.fromkeys(tuple(_capped(config.widths, p)) for p in config.modes))
+    return list(config.modes)
+
+
 def read_config_file(path: str | Path) -> dict[str, Any]:
     """Reads a ``.json`` or ``.toml`` config file into a plain dict (not yet validated)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
+    if path.suffix not in (".json", ".toml"):
+        raise ConfigError(f"config file {path}: unsupported format {path.suffix or '(no suffix)'!r}; write it as .json or .toml")
     try:
         if path.suffix == ".toml":
             return tomllib.loads(path.read_text())

@@ -1,44 +1,72 @@
-"""Runs a configured sweep into a workdir: config, metrics, checkpoints, parameters, summary.
+"""The run driver: trains a configured sweep into a workdir and resumes it.
 
 A workdir holds::
 
     config.json           the resolved configuration
-    metrics.jsonl         one line per run per epoch (epoch 0: the untrained network)
+    fingerprint.json      the settings that fix the runs and the data's shapes and checksum;
+                          ``--resume`` refuses a config.json or data that disagree with it
+    metrics.jsonl         one line per run per epoch (epoch 0: the untrained network); a loss
+                          that is not finite is written as null
     checkpoints/M/E/      orbax checkpoint of method M after epoch E: state (parameters,
-                          optimizer, divergence flags) and metrics so far; the last few kept
-    params/M.npz          final parameters of method M, stacked along the run axis
+                          optimizer, divergence flags) and metrics so far; the last few kept,
+                          and always the last epoch's
+    params/M.npz          final parameters of method M, stacked along the run axis, with each
+                          run's mode mask (inactive modes hold zeros); read with load_params
     summary.json          per run: method, modes, seed, lr, final test accuracy, size, time,
-                          and divergence (epoch and cause) if the run was frozen
+                          divergence; and ``table``: mean and std over seeds per method, modes
+                          and learning rate
 
-Every run's randomness is a function of (seed, epoch), so a sweep resumed from a checkpoint
-ends with exactly the numbers of an uninterrupted one. In a multi-process run, every process
-trains and checkpoints its share; process 0 writes the other files.
+The driver is four parts a reader can see at once: :func:`prepare` checks everything (config,
+workdir, data, widths against the data, a resume against the fingerprint) before the first
+byte is written; :func:`_restore` reads a method's latest checkpoint; a :class:`Recorder` owns
+the metrics file, the progress display and the checkpoints; :func:`_summarise` writes the
+summary. Every run's randomness is a function of (seed, epoch), so a resumed sweep ends with
+exactly the numbers of an uninterrupted one. In a multi-process run, every process trains and
+checkpoints its share; process 0 writes the other files.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import os
-import signal
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 from tqdm.auto import tqdm
 
-from mdl_jax._config import ConfigError, TrainConfig
-from mdl_jax._data import load_dataset
-from mdl_jax._train import DIVERGENCE_CAUSES, EpochMetrics, Sweep, build_sweep, compiled_sweep_fns, data_arrays, train
-
-#: Testing aid: kill the process (SIGKILL) right after the checkpoint of this epoch is written.
-FAULT_KILL_ENV = "MDL_JAX_FAULT_KILL_AFTER_EPOCH"
+from mdl_jax._config import ConfigError, TrainConfig, sweep_modes
+from mdl_jax._data import DataError, Dataset, fingerprint, load_dataset
+from mdl_jax._methods import make_spec
+from mdl_jax._spec import NetworkSpec, SpecError
+from mdl_jax._train import (
+    DIVERGENCE_CAUSES, EpochMetrics, Sweep, build_sweep, check_data, compiled_sweep_fns, data_arrays, train,
+)
 
 
 class TrainingDiverged(RuntimeError):
     """Every run of a sweep diverged; the summary is written before this is raised."""
+
+
+# --- files -------------------------------------------------------------------------------
+
+
+def _atomic_write(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp" + path.suffix)
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def _write_json(path: Path, value: Any) -> None:
+    _atomic_write(path, lambda tmp: tmp.write_text(json.dumps(value, indent=2) + "\n"))
 
 
 def flatten_params(params: dict[str, list]) -> dict[str, np.ndarray]:
@@ -55,224 +83,385 @@ def unflatten_params(flat: dict[str, np.ndarray]) -> dict[str, list[np.ndarray]]
     return {name: [layers[l] for l in sorted(layers)] for name, layers in params.items()}
 
 
-def load_params(workdir: str | os.PathLike, method: str) -> dict[str, list[np.ndarray]]:
-    """Final parameters of ``method`` in a finished workdir, with a leading run axis."""
+class SavedRuns(NamedTuple):
+    """The final state of one method's runs, as :func:`load_params` reads it from a workdir.
+
+    ``apply(select_run(saved.params, i), x, spec=saved.spec)`` evaluates run ``i`` to the test
+    accuracy the run reported: its inactive (padded) modes are exact zeros. ``mode_mask`` says
+    which modes each run had, for analyses that rank or count modes.
+    """
+
+    params: dict[str, list[np.ndarray]]  # leading run axis; padded to the largest mode count
+    mode_mask: tuple[np.ndarray, ...]  # per layer (runs, p_max_l) of 0/1; () without modes
+    spec: NetworkSpec  # the padded architecture every run shares
+    runs: list[dict[str, Any]]  # per run: method, modes, seed, learning_rate, param_count
+
+
+def load_params(workdir: str | os.PathLike, method: str) -> SavedRuns:
+    """Final parameters of ``method`` in a finished workdir (see :class:`SavedRuns`)."""
     path = Path(workdir) / "params" / f"{method}.npz"
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist: has method {method!r} finished training there?")
     with np.load(path) as archive:
-        return unflatten_params(dict(archive))
+        flat = dict(archive)
+    meta = json.loads(str(flat.pop("meta")))
+    masks = unflatten_params({k: v for k, v in flat.items() if k.startswith("mode_mask/")})
+    params = unflatten_params({k: v for k, v in flat.items() if not k.startswith("mode_mask/")})
+    spec = make_spec(meta["widths"], meta["modes"] or None, method)
+    return SavedRuns(params, tuple(masks.get("mode_mask", [])), spec, meta["runs"])
 
 
-def _atomic_write(path: Path, write) -> None:
-    tmp = path.with_name(path.name + ".tmp" + path.suffix)
-    write(tmp)
-    os.replace(tmp, path)
+def _save_params(path: Path, sweep: Sweep, params) -> None:
+    flat = flatten_params(params) | flatten_params({"mode_mask": list(sweep.runs.mode_mask)})
+    spec = sweep.recipe.spec
+    meta = {"widths": list(spec.widths), "modes": list(spec.modes), "runs": [i._asdict() for i in sweep.infos]}
+    _atomic_write(path, lambda tmp: np.savez(tmp, meta=np.asarray(json.dumps(meta)), **flat))
 
 
-def _write_text(path: Path, text: str) -> None:
-    _atomic_write(path, lambda tmp: tmp.write_text(text))
+# --- checks before anything is written ----------------------------------------------------
 
 
-def _sweep_for(config: TrainConfig, method: str) -> Sweep:
-    if method == "bp" or (method == "svd" and not config.modes):
-        modes: list = [None]
-    elif method == "svd":  # p modes per layer, capped at the layer's full rank
-        ranks = [min(a, b) for a, b in zip(config.widths[:-1], config.widths[1:])]
-        modes = [[min(p, r) for r in ranks] for p in config.modes]
-    else:
-        modes = list(config.modes)
-    return build_sweep(
-        config.widths, method, modes=modes, seeds=config.seeds, learning_rates=config.learning_rates,
-        batch_size=config.batch_size, lr_halving_epochs=config.lr_halving_epochs,
-        weight_decay=config.weight_decay, svd_orthogonality=config.svd_orthogonality,
-        svd_sparsity=config.svd_sparsity, dtype=config.dtype, loss=config.loss,
-    )
+class Prepared(NamedTuple):
+    """What :func:`prepare` checked: the sweeps, the data and the run's fingerprint."""
+
+    sweeps: dict[str, Sweep]
+    dataset: Dataset
+    fingerprint: dict[str, Any]
 
 
-class _History:
-    """Per-method metrics so far: the initial accuracy and one EpochMetrics row per epoch."""
+def _sweeps(config: TrainConfig) -> dict[str, Sweep]:
+    recipe = {f: getattr(config, f) for f in ("batch_size", "lr_halving_epochs", "weight_decay", "svd_orthogonality",
+                                               "svd_sparsity", "dtype", "loss")}
+    return {
+        method: build_sweep(config.widths, method, modes=sweep_modes(config, method), seeds=config.seeds,
+                            learning_rates=config.learning_rates, **recipe)
+        for method in config.methods
+    }
 
-    def __init__(self, initial: np.ndarray, rows: list[EpochMetrics], wall: float):
-        self.initial, self.rows, self.wall = initial, rows, wall
+
+def _check_workdir(workdir: Path, resume: bool) -> None:
+    if workdir.exists() and not workdir.is_dir():
+        raise ConfigError(f"workdir {workdir} is a file, not a folder: choose another --workdir")
+    if resume and not (workdir / "config.json").is_file():
+        what = "does not exist" if not workdir.exists() else "holds no config.json"
+        raise ConfigError(f"no run to resume in {workdir}: it {what}; start one with --workdir {workdir}")
+    if not resume and workdir.exists() and any(workdir.iterdir()):
+        raise ConfigError(
+            f"workdir {workdir} is not empty: pass --resume {workdir} to continue the run there, "
+            "or choose another --workdir"
+        )
+
+
+def _changed(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    return [f"{key!r} from {stored.get(key)!r} to {current.get(key)!r}"
+            for key in sorted(set(stored) | set(current)) if stored.get(key) != current.get(key)]
+
+
+def _check_resume(workdir: Path, config: TrainConfig, data_print: dict[str, Any]) -> None:
+    path = workdir / "fingerprint.json"
+    if not path.is_file():
+        raise ConfigError(f"cannot resume {workdir}: it has no fingerprint.json (the run never got past its checks)")
+    stored = json.loads(path.read_text())
+    changes = _changed(stored["config"], config.identity())
+    if changes:
+        raise ConfigError(
+            f"config.json in {workdir} changes {'; '.join(changes)} since the run started; --resume only "
+            "accepts a larger 'epochs': restore config.json, or train the new settings in a new workdir"
+        )
+    changes = _changed(stored["data"], data_print)
+    if changes:
+        raise DataError(
+            f"the data differ from those the run in {workdir} was trained on ({'; '.join(changes)}): "
+            "point --data-dir at the original files"
+        )
+
+
+def prepare(config: TrainConfig, workdir: Path, *, resume: bool) -> Prepared:
+    """Checks the config, the workdir, the data and (on a resume) the fingerprint.
+
+    Raises :class:`ConfigError`, :class:`DataError` or :class:`SpecError` naming the fix;
+    writes nothing, so a failed check leaves the workdir as it found it.
+    """
+    _check_workdir(workdir, resume)
+    sweeps = _sweeps(config)
+    dataset = load_dataset(config.dataset, config.data_dir)
+    for sweep in sweeps.values():
+        check_data(sweep.recipe, dataset)
+    run_print = {"config": config.identity(), "data": fingerprint(dataset)}
+    if resume:
+        _check_resume(workdir, config, run_print["data"])
+    return Prepared(sweeps, dataset, run_print)
+
+
+# --- metrics, progress and checkpoints ----------------------------------------------------
+
+
+class History(NamedTuple):
+    """A method's metrics so far: the initial test accuracy and one row per epoch."""
+
+    initial: np.ndarray
+    rows: list[EpochMetrics]
+    wall_time_s: float
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "initial_test_accuracy": np.asarray(self.initial).tolist(), "wall_time_s": self.wall,
+            "initial_test_accuracy": np.asarray(self.initial).tolist(), "wall_time_s": self.wall_time_s,
             "rows": [{f: np.asarray(v).tolist() for f, v in row._asdict().items()} for row in self.rows],
         }
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "_History":
+    def from_json(cls, data: dict[str, Any]) -> History:
         rows = [EpochMetrics(**{f: np.asarray(v) for f, v in row.items()}) for row in data["rows"]]
         return cls(np.asarray(data["initial_test_accuracy"]), rows, float(data["wall_time_s"]))
 
 
-def _divergence(history: _History, run: int) -> dict[str, Any]:
-    last = history.rows[-1]
-    epoch = int(last.diverged_epoch[run])
-    if epoch < 0:
-        return {"diverged": False}
-    return {"diverged": True, "diverged_epoch": epoch + 1, "divergence_cause": DIVERGENCE_CAUSES[int(last.divergence_cause[run])]}
+def _finite(value) -> float | None:
+    value = float(value)
+    return value if math.isfinite(value) else None
 
 
-def _metric_lines(sweep: Sweep, history: _History, epochs: range) -> str:
-    """``metrics.jsonl`` lines of ``epochs`` (0: the untrained network), epoch by epoch, every
-    run within an epoch: appending epoch after epoch and rewriting from a checkpoint agree."""
+def metric_lines(sweep: Sweep, history: History, epochs: range) -> str:
+    """``metrics.jsonl`` lines of ``epochs`` (0: the untrained network), every run of each."""
     lines = []
     for epoch in epochs:
         row = history.rows[epoch - 1] if epoch else None
         for run, info in enumerate(sweep.infos):
-            base = {"method": info.method, "run": run, "modes": list(info.modes), "seed": info.seed,
+            line = {"method": info.method, "run": run, "modes": list(info.modes), "seed": info.seed,
                     "learning_rate": info.learning_rate, "epoch": epoch}
             if row is None:
-                lines.append(json.dumps({**base, "test_accuracy": float(history.initial[run])}))
-                continue
-            values = {f: float(getattr(row, f)[run]) for f in ("train_loss", "train_accuracy", "test_loss", "test_accuracy")}
-            diverged = 0 <= int(row.diverged_epoch[run]) < epoch
-            lines.append(json.dumps({**base, **values, **({"frozen": True} if diverged else {})}))
+                line["test_accuracy"] = _finite(history.initial[run])
+            else:
+                line |= {f: _finite(getattr(row, f)[run]) for f in ("train_loss", "train_accuracy", "test_loss", "test_accuracy")}
+                if 0 <= int(row.diverged_epoch[run]) < epoch:
+                    line["frozen"] = True
+            lines.append(json.dumps(line, allow_nan=False))
     return "".join(line + "\n" for line in lines)
 
 
-def _checkpoints(workdir: Path, method: str, keep: int) -> ocp.CheckpointManager:
-    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
-    return ocp.CheckpointManager((workdir / "checkpoints" / method).absolute(), options=options)
+class Progress:
+    """A live bar on a terminal; one plain line per epoch when the output is piped."""
+
+    def __init__(self, method: str, total: int, done: int, *, enabled: bool, stream=None):
+        self.stream = stream or sys.stderr
+        self.method, self.total, self.enabled = method, total, enabled
+        self.live = enabled and self.stream.isatty()
+        self.bar = tqdm(total=total, initial=done, desc=method, unit="epoch", file=self.stream) if self.live else None
+
+    def update(self, epoch: int, metrics: EpochMetrics, wall: float) -> None:
+        accuracy, diverged = metrics.test_accuracy, int(np.sum(metrics.diverged_epoch >= 0))
+        text = (f"test accuracy mean {accuracy.mean():.4f} (min {accuracy.min():.4f}, max {accuracy.max():.4f}"
+                f" over {len(accuracy)} runs)" + (f", diverged {diverged}/{len(accuracy)}" if diverged else ""))
+        if self.bar is not None:
+            self.bar.set_postfix_str(text)
+            self.bar.update(1)
+        elif self.enabled:
+            print(f"{self.method} epoch {epoch}/{self.total}: {text}, {wall:.1f} s", file=self.stream, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+class Recorder:
+    """Owns one method's metrics file lines, progress display and checkpoints."""
+
+    def __init__(self, workdir: Path, method: str, sweep: Sweep, config: TrainConfig, *, identity: dict,
+                 writer: bool, progress: bool, on_checkpoint: Callable[[str, int], Any] | None):
+        self.workdir, self.method, self.sweep, self.config = workdir, method, sweep, config
+        self.identity, self.writer, self.on_checkpoint = identity, writer, on_checkpoint
+        options = ocp.CheckpointManagerOptions(max_to_keep=config.checkpoint_keep, create=True)
+        self.manager = ocp.CheckpointManager((workdir / "checkpoints" / method).absolute(), options=options)
+        self.history, self.progress_enabled = History(np.zeros(len(sweep.infos)), [], 0.0), progress
+
+    def start(self, history: History) -> None:
+        self.history, self.started = history, time.perf_counter()
+        self.wall_before = history.wall_time_s
+        self.progress = Progress(self.method, self.config.epochs, len(history.rows),
+                                 enabled=self.progress_enabled and self.writer)
+
+    def _append(self, epochs: range) -> None:
+        if self.writer:
+            with (self.workdir / "metrics.jsonl").open("a") as file:
+                file.write(metric_lines(self.sweep, self.history, epochs))
+
+    def on_start(self, accuracy: np.ndarray) -> None:
+        if not self.history.rows:
+            self.history = self.history._replace(initial=accuracy)
+            self._append(range(1))
+
+    def on_epoch(self, epoch: int, metrics: EpochMetrics, get_state) -> None:
+        wall = self.wall_before + time.perf_counter() - self.started
+        self.history = History(self.history.initial, self.history.rows + [metrics], wall)
+        self._append(range(epoch + 1, epoch + 2))
+        self.progress.update(epoch + 1, metrics, wall)
+        done, every = epoch + 1, self.config.checkpoint_every
+        if done == self.config.epochs or (every and done % every == 0):
+            self.manager.save(done, args=ocp.args.Composite(
+                state=ocp.args.StandardSave(get_state()),
+                history=ocp.args.JsonSave({**self.history.to_json(), "identity": self.identity}),
+            ))
+            if self.on_checkpoint is not None:
+                self.manager.wait_until_finished()
+                self.on_checkpoint(self.method, done)
+
+    def close(self) -> None:
+        self.manager.wait_until_finished()
+        self.manager.close()
+        self.progress.close()
+
+
+def _restore(recorder: Recorder) -> tuple[Any, History]:
+    """The latest checkpoint's state and history, or ``(None, empty history)``."""
+    manager, sweep = recorder.manager, recorder.sweep
+    step = manager.latest_step()
+    if step is None:
+        return None, recorder.history
+    abstract = jax.eval_shape(compiled_sweep_fns(sweep.recipe)[0], sweep.runs)
+    restored = manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract), history=ocp.args.JsonRestore(),
+    ))
+    if restored.history.get("identity") != recorder.identity:
+        raise ConfigError(
+            f"the checkpoints of {recorder.method!r} in {recorder.workdir} were written by other settings than "
+            "its fingerprint.json: the workdir was edited by hand; train in a new workdir"
+        )
+    history = History.from_json(restored.history)
+    if len(history.rows) > recorder.config.epochs:
+        raise ConfigError(
+            f"'epochs' is {recorder.config.epochs}, but {recorder.method!r} has already trained "
+            f"{len(history.rows)} epochs in {recorder.workdir}: --resume can only add epochs"
+        )
+    return restored.state, history
+
+
+# --- the summary --------------------------------------------------------------------------
+
+
+def _divergence(history: History, run: int) -> dict[str, Any]:
+    last = history.rows[-1]
+    epoch = int(last.diverged_epoch[run])
+    if epoch < 0:
+        return {"diverged": False}
+    return {"diverged": True, "diverged_epoch": epoch + 1,
+            "divergence_cause": DIVERGENCE_CAUSES[int(last.divergence_cause[run])]}
+
+
+def _run_summaries(sweep: Sweep, history: History, epochs: int) -> list[dict[str, Any]]:
+    final = history.rows[-1].test_accuracy
+    return [{
+        "method": info.method, "modes": list(info.modes), "seed": info.seed, "learning_rate": info.learning_rate,
+        "final_test_accuracy": _finite(final[run]), "param_count": info.param_count, "epochs": epochs,
+        "wall_time_s": history.wall_time_s, "runs_in_program": len(sweep.infos), **_divergence(history, run),
+    } for run, info in enumerate(sweep.infos)]
+
+
+def aggregate(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mean and standard deviation of the final test accuracy over seeds, per method, mode
+    counts and learning rate (diverged runs counted apart and left out of the mean)."""
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for run in runs:
+        groups.setdefault((run["method"], tuple(run["modes"]), run["learning_rate"]), []).append(run)
+    table = []
+    for (method, modes, lr), members in groups.items():
+        accuracy = np.asarray([r["final_test_accuracy"] for r in members if not r["diverged"]], float)
+        table.append({
+            "method": method, "modes": list(modes), "learning_rate": lr, "seeds": len(members),
+            "param_count": members[0]["param_count"], "diverged": len(members) - len(accuracy),
+            "mean_test_accuracy": float(accuracy.mean()) if len(accuracy) else None,
+            "std_test_accuracy": float(accuracy.std()) if len(accuracy) else None,
+        })
+    return table
+
+
+def format_table(table: list[dict[str, Any]]) -> str:
+    """The aggregated table as aligned text, one line per method, modes and learning rate."""
+    lines = [f"{'method':<12}{'modes':<16}{'lr':>9}{'seeds':>7}{'params':>10}  test accuracy (mean ± std over seeds)"]
+    for row in table:
+        accuracy = ("all diverged" if row["mean_test_accuracy"] is None
+                    else f"{100 * row['mean_test_accuracy']:.2f} % ± {100 * row['std_test_accuracy']:.2f}")
+        diverged = f" ({row['diverged']} diverged)" if row["diverged"] else ""
+        modes = ",".join(map(str, row["modes"])) or "-"
+        lines.append(f"{row['method']:<12}{modes:<16}{row['learning_rate']:>9.3g}{row['seeds']:>7}"
+                     f"{row['param_count']:>10}  {accuracy}{diverged}")
+    return "\n".join(lines)
+
+
+def _summarise(workdir: Path, dataset: Dataset, runs: list[dict[str, Any]], writer: bool) -> dict[str, Any]:
+    summary = {"dataset": dataset.name, "runs": runs, "table": aggregate(runs)}
+    if writer:
+        _write_json(workdir / "summary.json", summary)
+    if runs and all(run["diverged"] for run in runs):
+        first = min(runs, key=lambda r: r["diverged_epoch"])
+        raise TrainingDiverged(
+            f"all {len(runs)} runs diverged (first: {first['method']}, seed {first['seed']}, "
+            f"lr {first['learning_rate']:g}, epoch {first['diverged_epoch']}: {first['divergence_cause']}); "
+            f"lower the learning rate. Results so far are in {workdir}"
+        )
+    return summary
+
+
+# --- the driver ---------------------------------------------------------------------------
+
+
+def _train_method(recorder: Recorder, data, config: TrainConfig, state, history: History) -> History:
+    """Trains the remaining epochs of one method from ``state`` and saves its parameters."""
+    recorder.start(history)
+    remaining = config.epochs - len(history.rows)
+    if remaining > 0:
+        sweep = recorder.sweep
+        state = train(
+            sweep.recipe, sweep.runs, data, epochs=remaining, state=state, start_epoch=len(history.rows),
+            on_start=recorder.on_start, on_epoch=recorder.on_epoch, max_runs_per_chunk=config.max_runs_per_chunk,
+        ).state
+    recorder.close()
+    params_path = recorder.workdir / "params" / f"{recorder.method}.npz"
+    if recorder.writer and (remaining > 0 or not params_path.is_file()):
+        _save_params(params_path, recorder.sweep, jax.tree.map(np.asarray, state.params))
+    return recorder.history
 
 
 def train_and_evaluate(
     config: TrainConfig, workdir: str | os.PathLike, *, resume: bool = False, progress: bool = True,
-    stop_after_epoch: int | None = None,
+    on_checkpoint: Callable[[str, int], Any] | None = None,
 ) -> dict[str, Any]:
     """Trains every method of ``config`` as one vmapped sweep each and fills ``workdir``.
 
     Args:
       config: the resolved configuration.
       workdir: output folder; must be new or empty unless ``resume``.
-      resume: continue the sweep recorded in ``workdir`` from its latest checkpoints;
+      resume: continue the sweep recorded in ``workdir`` from its latest checkpoints. The
+        config must fix the same runs as the one the workdir was started with (only
+        ``epochs`` may grow, and ``data_dir`` may point elsewhere if the data are the same);
         methods that finished are not retrained.
-      progress: show a progress bar per method.
-      stop_after_epoch: stop (as if killed) once this many epochs are done; for testing resume.
+      progress: a live bar per method on a terminal, one line per epoch otherwise.
+      on_checkpoint: called as ``on_checkpoint(method, epoch)`` once each checkpoint is on
+        disk (tests use it to simulate a crash).
 
     Returns:
       The summary written to ``summary.json``.
 
     Raises:
-      ConfigError: a workdir that is not empty (without ``resume``), or nothing to resume.
+      ConfigError, DataError, SpecError: a check failed; nothing was written.
       TrainingDiverged: every run diverged (the summary is written first).
     """
-    workdir = Path(workdir)
-    writer = jax.process_index() == 0
-    sweeps = {method: _sweep_for(config, method) for method in config.methods}
-    if resume:
-        if not (workdir / "config.json").is_file():
-            raise ConfigError(f"cannot resume: {workdir} holds no config.json from an earlier run")
-    elif workdir.exists() and any(workdir.iterdir()):
-        raise ConfigError(
-            f"workdir {workdir} is not empty: pass --resume {workdir} to continue the run there, "
-            "or choose another --workdir"
-        )
-    workdir.mkdir(parents=True, exist_ok=True)
+    workdir, writer = Path(workdir), jax.process_index() == 0
+    prepared = prepare(config, workdir, resume=resume)
     if writer:
-        _write_text(workdir / "config.json", json.dumps(config.to_json(), indent=2) + "\n")
-
-    dataset = load_dataset(config.dataset, config.data_dir)
-    data = data_arrays(dataset, config.dtype)
-    histories: dict[str, _History] = {}
-    kill_after = int(os.environ.get(FAULT_KILL_ENV, "0")) or None
-
-    metrics_path = workdir / "metrics.jsonl"
-
-    def rewrite_metrics():
-        """Everything recorded so far (on a resume: drops lines past the restored checkpoints)."""
-        if writer:
-            _write_text(metrics_path, "".join(
-                _metric_lines(sweeps[m], h, range(len(h.rows) + 1)) for m, h in histories.items()
-            ))
-
-    def append_metrics(method: str, epochs: range):
-        if writer:
-            with metrics_path.open("a") as file:
-                file.write(_metric_lines(sweeps[method], histories[method], epochs))
-
-    if not resume:
-        rewrite_metrics()
-
-    summary_runs = []
-    for method, sweep in sweeps.items():
-        manager = _checkpoints(workdir, method, config.checkpoint_keep)
-        state, done = None, 0
-        if resume and manager.latest_step() is not None:
-            abstract = jax.eval_shape(compiled_sweep_fns(sweep.recipe)[0], sweep.runs)
-            restored = manager.restore(manager.latest_step(), args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(abstract), history=ocp.args.JsonRestore(),
-            ))
-            state, histories[method] = restored.state, _History.from_json(restored.history)
-            done = len(histories[method].rows)
-        remaining = config.epochs - done
-        if stop_after_epoch is not None:
-            remaining = min(remaining, max(stop_after_epoch - done, 0))
-        if resume:
-            rewrite_metrics()  # before a fresh method gets its empty history
-        if method not in histories:
-            histories[method] = _History(np.zeros(len(sweep.infos)), [], 0.0)
-        history = histories[method]
-        bar = tqdm(total=config.epochs, initial=done, desc=method, disable=not progress or not writer, unit="epoch")
-        wall_before, started = history.wall, time.perf_counter()
-
-        def on_start(accuracy, history=history, method=method, fresh=done == 0):
-            if fresh:
-                history.initial = accuracy
-                append_metrics(method, range(1))
-
-        def on_epoch(epoch, metrics, get_state, history=history, manager=manager, bar=bar, method=method):
-            history.rows.append(metrics)
-            append_metrics(method, range(epoch + 1, epoch + 2))
-            history.wall = wall_before + (time.perf_counter() - started)
-            accuracy, diverged = metrics.test_accuracy, int(np.sum(metrics.diverged_epoch >= 0))
-            bar.set_postfix_str(
-                f"test acc {accuracy.mean():.4f} [{accuracy.min():.4f}, {accuracy.max():.4f}]"
-                + (f", diverged {diverged}/{len(accuracy)}" if diverged else "")
-            )
-            bar.update(1)
-            epochs_done = epoch + 1
-            if config.checkpoint_every and (epochs_done % config.checkpoint_every == 0 or epochs_done == config.epochs):
-                manager.save(epochs_done, args=ocp.args.Composite(
-                    state=ocp.args.StandardSave(get_state()), history=ocp.args.JsonSave(history.to_json()),
-                ))
-                if kill_after == epochs_done:
-                    manager.wait_until_finished()
-                    os.kill(os.getpid(), signal.SIGKILL)
-
-        if remaining > 0:
-            state = train(
-                sweep.recipe, sweep.runs, data, epochs=remaining, state=state, start_epoch=done,
-                on_start=on_start, on_epoch=on_epoch, max_runs_per_chunk=config.max_runs_per_chunk,
-            ).state
-        manager.wait_until_finished()
-        manager.close()
-        bar.close()
-        if len(history.rows) < config.epochs:
-            return {"stopped_after_epoch": len(history.rows)}
-        if writer:
-            params = jax.tree.map(np.asarray, state.params)
-            _atomic_write(workdir / "params" / f"{method}.npz", lambda tmp: (
-                tmp.parent.mkdir(parents=True, exist_ok=True), np.savez(tmp, **flatten_params(params))))
-        final = history.rows[-1].test_accuracy
-        for run, info in enumerate(sweep.infos):
-            summary_runs.append({
-                "method": info.method, "modes": list(info.modes), "seed": info.seed,
-                "learning_rate": info.learning_rate, "final_test_accuracy": float(final[run]),
-                "param_count": info.param_count, "epochs": config.epochs,
-                "wall_time_s": history.wall, "runs_in_program": len(sweep.infos), **_divergence(history, run),
-            })
-    summary = {"dataset": dataset.name, "runs": summary_runs}
-    if writer:
-        _write_text(workdir / "summary.json", json.dumps(summary, indent=2) + "\n")
-    if summary_runs and all(run["diverged"] for run in summary_runs):
-        first = min(summary_runs, key=lambda r: r["diverged_epoch"])
-        raise TrainingDiverged(
-            f"all {len(summary_runs)} runs diverged (first: {first['method']}, seed {first['seed']}, "
-            f"lr {first['learning_rate']:g}, epoch {first['diverged_epoch']}: {first['divergence_cause']}); "
-            f"lower the learning rate. Results so far are in {workdir}"
-        )
-    return summary
+        _write_json(workdir / "config.json", config.to_json())
+        _write_json(workdir / "fingerprint.json", prepared.fingerprint)
+    data = data_arrays(prepared.dataset, config.dtype)
+    histories: dict[str, History] = {}
+    if writer and not resume:
+        (workdir / "metrics.jsonl").write_text("")
+    runs = []
+    for method, sweep in prepared.sweeps.items():
+        recorder = Recorder(workdir, method, sweep, config, identity=prepared.fingerprint, writer=writer,
+                            progress=progress, on_checkpoint=on_checkpoint)
+        state, histories[method] = _restore(recorder) if resume else (None, recorder.history)
+        if resume and writer:  # what the checkpoints hold, without lines written after them
+            _atomic_write(workdir / "metrics.jsonl", lambda tmp: tmp.write_text("".join(
+                metric_lines(prepared.sweeps[m], h, range(len(h.rows) + 1 if h.rows else 0))
+                for m, h in histories.items())))
+        histories[method] = _train_method(recorder, data, config, state, histories[method])
+        runs += _run_summaries(sweep, histories[method], config.epochs)
+    return _summarise(workdir, prepared.dataset, runs, writer)

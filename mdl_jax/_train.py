@@ -25,8 +25,9 @@ import optax
 
 from mdl_jax._data import Dataset
 from mdl_jax._layout import Layout, plan_layout, to_devices, to_host
+from mdl_jax._methods import make_spec, mode_mask, zero_inactive_modes
 from mdl_jax._models import apply, init_params, param_count, penalty
-from mdl_jax._spec import NetworkSpec, SpecError, make_spec
+from mdl_jax._spec import NetworkSpec, SpecError
 
 
 class Recipe(NamedTuple):
@@ -152,8 +153,13 @@ def _loss(params, images, labels, run: RunHparams, recipe: Recipe):
 
 
 def init_state(run: RunHparams, *, recipe: Recipe) -> TrainState:
-    """Initial parameters (from ``fold_in(run.key, 0)``) and optimizer state of one run."""
+    """Initial parameters (from ``fold_in(run.key, 0)``) and optimizer state of one run.
+
+    Inactive (padded) modes start at exactly zero and stay there (their gradients are zero and
+    weight decay keeps them at zero), so a run's parameters are correct without its mask.
+    """
     params = init_params(jax.random.fold_in(run.key, 0), recipe.spec, dtype=jnp.dtype(recipe.dtype))
+    params = zero_inactive_modes(params, recipe.spec, run.mode_mask or None)
     opt_state = _optimizer(recipe, run.learning_rate, 1).init(params)
     return TrainState(params, opt_state, jnp.int32(-1), jnp.int32(0))
 
@@ -318,7 +324,7 @@ def train(
     data = dataset if isinstance(dataset, DataArrays) else data_arrays(dataset, recipe.dtype)
     if recipe.loss not in LOSSES:
         raise SpecError(f"unknown loss {recipe.loss!r}; choose one of {', '.join(LOSSES)}")
-    _check_data(recipe.spec, data, recipe.loss)
+    check_data(recipe, data)
     layout = plan_layout(
         np.asarray(runs.key), run_bytes=run_footprint_bytes(recipe),
         data_bytes=sum(a.nbytes for a in data), devices=devices, max_runs_per_chunk=max_runs_per_chunk,
@@ -371,26 +377,30 @@ def _chunks(tree, layout: Layout) -> list:
     return [jax.tree.map(lambda a: a[c * size:(c + 1) * size], padded) for c in range(layout.num_chunks)]
 
 
-def _check_data(spec: NetworkSpec, data: DataArrays, loss: str = "cross_entropy") -> None:
-    n_in, n_out = spec.widths[0], spec.widths[-1]
-    if data.train_images.shape[1] != n_in:
+def check_data(recipe: Recipe, data: Dataset | DataArrays) -> None:
+    """Raises :class:`SpecError` unless ``recipe`` can train on ``data``: the input width
+    equals the data's features, the output width covers its classes, and one minibatch fits
+    in the training set."""
+    n_in, n_out = recipe.spec.widths[0], recipe.spec.widths[-1]
+    n_train, features = np.shape(data.train_images)
+    if features != n_in:
         raise SpecError(
-            f"the input width N_0 = {n_in} does not match the data's {data.train_images.shape[1]} "
-            f"features per example: set widths[0] = {data.train_images.shape[1]}"
+            f"the input width N_0 = {n_in} does not match the data's {features} "
+            f"features per example: set widths[0] = {features}"
         )
-    num_classes = int(max(jnp.max(data.train_labels), jnp.max(data.test_labels))) + 1
-    if loss == "mse" and n_out == 1 and num_classes <= 2:
+    if recipe.batch_size > n_train:
+        raise SpecError(
+            f"batch_size {recipe.batch_size} is larger than the {n_train} training examples, so an "
+            f"epoch would have no step: set batch_size <= {n_train} (the letter uses 100)"
+        )
+    num_classes = int(max(np.max(data.train_labels), np.max(data.test_labels))) + 1
+    if recipe.loss == "mse" and n_out == 1 and num_classes <= 2:
         return
     if n_out < num_classes:
         raise SpecError(
             f"the output width N_L = {n_out} is smaller than the data's {num_classes} classes: "
             f"set widths[-1] = {num_classes}"
         )
-
-
-def mode_mask(modes: Sequence[int], padded: Sequence[int], dtype: str = "float32") -> tuple[jax.Array, ...]:
-    """0/1 masks with the first ``modes[l]`` of ``padded[l]`` modes active in each layer."""
-    return tuple((jnp.arange(q) < p).astype(dtype) for p, q in zip(modes, padded))
 
 
 def build_sweep(

@@ -30,11 +30,17 @@ def small_data():
 
 
 @pytest.fixture(scope="session")
-def mnist():
-    """Real MNIST from $MDL_DATA_DIR; skipped when unset, except in CI where it must be there."""
+def mnist_dir():
+    """The folder of real MNIST ($MDL_DATA_DIR); skipped when unset, except in CI where it must be there."""
     folder = os.environ.get(mdl_jax.DATA_DIR_ENV)
     if not folder:
         if os.environ.get("CI"):
             pytest.fail(f"CI must set {mdl_jax.DATA_DIR_ENV} to the MNIST folder")
         pytest.skip(f"needs real MNIST: set {mdl_jax.DATA_DIR_ENV} to a folder of its IDX files")
-    return mdl_jax.load_idx_folder(folder)
+    return os.path.abspath(folder)
+
+
+@pytest.fixture(scope="session")
+def mnist(mnist_dir):
+    """Real MNIST from $MDL_DATA_DIR (see :func:`mnist_dir`)."""
+    return mdl_jax.load_idx_folder(mnist_dir)

@@ -2,8 +2,8 @@
 
 import json
 
+import chex
 import jax
-import numpy as np
 import pytest
 
 import mdl_jax
@@ -83,27 +83,50 @@ def test_train_writes_a_complete_workdir(tmp_path, capsys):
     accuracies = [r["final_test_accuracy"] for r in summary]
     assert min(accuracies) > 0.6 and max(accuracies) > 0.9  # chance is 0.5 on Eq. (2)
     assert {"modes", "seed", "learning_rate", "param_count", "wall_time_s"} <= set(summary[0])
-    params = mdl_jax.load_params(workdir, "mdl")
-    assert params["xi_hat"][0].shape == (4, 2, 3)  # runs x N_0 x p_max
-    assert "test_acc=" in capsys.readouterr().out
+    saved = mdl_jax.load_params(workdir, "mdl")
+    chex.assert_shape(saved.params["xi_hat"][0], (4, 2, 3))  # runs x N_0 x p_max
+    chex.assert_shape(saved.mode_mask, [(4, 3), (4, 3)])
+    assert [r["modes"] for r in saved.runs] == [[2, 2], [3, 3], [2, 2], [3, 3]]
+    assert "test accuracy (mean ± std over seeds)" in capsys.readouterr().out
     # a second run into the same workdir would overwrite it: refused
     assert main(["train", "--config", str(config), "--workdir", str(workdir), "--quiet"]) == 2
 
 
-def test_resume_after_a_kill_gives_the_uninterrupted_numbers(tmp_path):
+class _Crash(Exception):
+    """Stands for a crash right after a checkpoint (the SIGKILL version is in test_scale.py)."""
+
+
+def _crash_after(method, epoch):
+    def on_checkpoint(m, e):
+        if (m, e) == (method, epoch):
+            raise _Crash
+    return on_checkpoint
+
+
+def test_resume_after_a_crash_gives_the_uninterrupted_numbers(tmp_path):
     config = mdl_jax.make_config({**TINY, "methods": ["mdl", "bp"]})
     mdl_jax.train_and_evaluate(config, tmp_path / "full", progress=False)
-    stopped = mdl_jax.train_and_evaluate(config, tmp_path / "killed", progress=False, stop_after_epoch=2)
-    assert stopped == {"stopped_after_epoch": 2}
+    with pytest.raises(_Crash):
+        mdl_jax.train_and_evaluate(config, tmp_path / "killed", progress=False, on_checkpoint=_crash_after("mdl", 2))
     assert not (tmp_path / "killed" / "summary.json").exists()
     assert main(["train", "--resume", str(tmp_path / "killed"), "--quiet"]) == 0
     for name in ("metrics.jsonl",):
         assert (tmp_path / "full" / name).read_text() == (tmp_path / "killed" / name).read_text()
     for method in ("mdl", "bp"):
         full, resumed = (mdl_jax.load_params(tmp_path / d, method) for d in ("full", "killed"))
-        for a, b in zip(jax.tree.leaves(full), jax.tree.leaves(resumed)):
-            np.testing.assert_array_equal(a, b)
+        chex.assert_trees_all_equal(full.params, resumed.params)
     # resuming a finished sweep retrains nothing and changes nothing
     before = (tmp_path / "killed" / "metrics.jsonl").read_text()
     assert main(["train", "--resume", str(tmp_path / "killed"), "--quiet"]) == 0
     assert (tmp_path / "killed" / "metrics.jsonl").read_text() == before
+
+
+def test_resume_extends_epochs_to_the_numbers_of_a_longer_run(tmp_path):
+    short, long = (mdl_jax.make_config({**TINY, "epochs": e}) for e in (2, 3))
+    mdl_jax.train_and_evaluate(long, tmp_path / "long", progress=False)
+    mdl_jax.train_and_evaluate(short, tmp_path / "short", progress=False)
+    config = json.loads((tmp_path / "short" / "config.json").read_text())
+    (tmp_path / "short" / "config.json").write_text(json.dumps({**config, "epochs": 3}))
+    assert main(["train", "--resume", str(tmp_path / "short"), "--quiet"]) == 0
+    assert (tmp_path / "long" / "metrics.jsonl").read_text() == (tmp_path / "short" / "metrics.jsonl").read_text()
+    chex.assert_trees_all_equal(*(mdl_jax.load_params(tmp_path / d, "mdl").params for d in ("long", "short")))

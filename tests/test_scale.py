@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import chex
 import jax
 import numpy as np
 import pytest
@@ -103,22 +104,31 @@ def _cli(*args, env=None):
     )
 
 
+# Trains a config into a workdir and SIGKILLs itself once the epoch-2 checkpoint of 'mdl' is on disk.
+KILLED_WORKER = """
+import json, os, signal, sys
+import mdl_jax
+config = mdl_jax.make_config(json.loads(open(sys.argv[1]).read()))
+kill = lambda method, epoch: os.kill(os.getpid(), signal.SIGKILL) if (method, epoch) == ("mdl", 2) else None
+mdl_jax.train_and_evaluate(config, sys.argv[2], progress=False, on_checkpoint=kill)
+"""
+
+
 def test_resume_after_sigkill_equals_uninterrupted(tmp_path):
     config = tmp_path / "tiny.json"
     config.write_text(json.dumps(TINY))
     full = _cli("--config", str(config), "--workdir", str(tmp_path / "full"))
     assert full.returncode == 0, full.stderr[-2000:]
-    killed = _cli("--config", str(config), "--workdir", str(tmp_path / "killed"),
-                  env={"MDL_JAX_FAULT_KILL_AFTER_EPOCH": "2"})
+    killed = subprocess.run([sys.executable, "-c", KILLED_WORKER, str(config), str(tmp_path / "killed")],
+                            capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert killed.returncode == -9  # SIGKILL, right after the epoch-2 checkpoint of 'mdl'
     assert not (tmp_path / "killed" / "summary.json").exists()
     resumed = _cli("--resume", str(tmp_path / "killed"))
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert (tmp_path / "full" / "metrics.jsonl").read_text() == (tmp_path / "killed" / "metrics.jsonl").read_text()
     for method in ("mdl", "bp"):
-        a, b = (mdl_jax.load_params(tmp_path / d, method) for d in ("full", "killed"))
-        for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
-            np.testing.assert_array_equal(x, y)  # bitwise on CPU
+        a, b = (mdl_jax.load_params(tmp_path / d, method).params for d in ("full", "killed"))
+        chex.assert_trees_all_equal(a, b)  # bitwise on CPU
     kept = sorted(int(p.name) for p in (tmp_path / "killed" / "checkpoints" / "mdl").iterdir() if p.name.isdigit())
     assert kept == [3, 4]  # checkpoint_keep = 2
 
@@ -149,6 +159,9 @@ def test_diverging_runs_are_marked_and_an_all_diverged_sweep_says_so(tmp_path):
     assert [(r["learning_rate"], r["diverged"]) for r in runs] == [(0.03, False), (1e12, True)]
     assert runs[1]["diverged_epoch"] == 1 and runs[1]["divergence_cause"] == "loss became nan"
     assert runs[0]["final_test_accuracy"] > 0.9 and "DIVERGED at epoch 1" in mixed.stdout
+    lines = [json.loads(line) for line in (tmp_path / "mixed" / "metrics.jsonl").read_text().splitlines()]
+    assert any(line.get("train_loss", 0.0) is None for line in lines)  # strict JSON: null, not NaN
+    assert "NaN" not in (tmp_path / "mixed" / "metrics.jsonl").read_text()
     absurd = _cli("--set", "dataset=gaussian_mixture", "--set", "widths=[2,6,2]", "--set", "modes=[3]",
                   "--set", "learning_rates=[1e12]", "--set", "epochs=2", "--workdir", str(tmp_path / "absurd"))
     assert absurd.returncode == 3

@@ -1,0 +1,171 @@
+"""Results a user can trust: saved runs evaluate to their reported numbers, every check runs
+before the first byte is written, resume verifies the workdir, the table of methods is open."""
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import mdl_jax
+from mdl_jax._cli import main
+
+ROOT = Path(__file__).parents[1]
+TINY = {"dataset": "gaussian_mixture", "widths": [2, 6, 2], "modes": [1, 2], "seeds": [0, 1],
+        "epochs": 2, "learning_rates": [0.03], "methods": ["mdl"]}
+
+
+@pytest.fixture(autouse=True)
+def _standard_promotion():
+    with jax.numpy_dtype_promotion("standard"):  # optax's Adam needs it, see test_train.py
+        yield
+
+
+def _train(tmp_path, name="run", **changes):
+    config = tmp_path / f"{name}.json"
+    config.write_text(json.dumps({**TINY, **changes}))
+    return main(["train", "--config", str(config), "--workdir", str(tmp_path / name), "--quiet"])
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_saved_padded_run_evaluates_to_its_reported_accuracy(tmp_path):
+    assert _train(tmp_path, modes=[1, 2, 4], widths=[2, 8, 8, 2]) == 0
+    saved = mdl_jax.load_params(tmp_path / "run", "mdl")
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())["runs"]
+    data = mdl_jax.load_dataset("gaussian_mixture")
+    for run, reported in enumerate(summary):
+        params = mdl_jax.select_run(saved.params, run)
+        for mask in (None, tuple(m[run] for m in saved.mode_mask)):  # the zeros make the mask optional
+            logits = mdl_jax.apply(params, jnp.asarray(data.test_images), spec=saved.spec, mode_mask=mask)
+            accuracy = float(np.mean(np.argmax(logits, -1) == data.test_labels))
+            assert accuracy == pytest.approx(reported["final_test_accuracy"], abs=1e-6)
+        inactive = np.asarray(saved.mode_mask[0][run]) == 0
+        assert inactive.sum() == 4 - reported["modes"][0]
+        assert not np.any(np.asarray(params["sigma"][0])[inactive])
+
+
+def test_a_failed_data_check_leaves_the_workdir_as_it_was(tmp_path, capsys):
+    workdir = tmp_path / "run"
+    assert main(["train", "--workdir", str(workdir), "--data-dir", str(tmp_path / "missing"), "--quiet"]) == 2
+    assert not workdir.exists()
+    assert _train(tmp_path, widths=[3, 6, 2]) == 2  # the mixture has 2 features
+    assert "set widths[0] = 2" in capsys.readouterr().err and not workdir.exists()
+    assert _train(tmp_path, batch_size=100_000) == 2
+    assert "larger than the 4000 training examples" in capsys.readouterr().err and not workdir.exists()
+    workdir.mkdir()
+    assert _train(tmp_path, widths=[5, 6, 2]) == 2  # an existing empty workdir is not written into
+    assert list(workdir.iterdir()) == []
+    assert _train(tmp_path) == 0  # the corrected command runs in the same workdir
+
+
+@pytest.mark.parametrize("key, value", [("modes", [5, 15]), ("seeds", [0, 7]), ("widths", [2, 5, 2])])
+def test_resume_refuses_an_edited_config_and_changes_nothing(tmp_path, capsys, key, value):
+    assert _train(tmp_path) == 0
+    workdir = tmp_path / "run"
+    config = json.loads((workdir / "config.json").read_text())
+    (workdir / "config.json").write_text(json.dumps({**config, key: value}))
+    before = _files(workdir)
+    assert main(["train", "--resume", str(workdir), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert f"changes '{key}' from" in err and "only accepts a larger 'epochs'" in err
+    assert _files(workdir) == before
+
+
+def test_resume_takes_a_new_data_dir_but_checks_the_data(tmp_path, mnist_dir):
+    work = tmp_path / "run"
+    config = {**TINY, "dataset": "mnist", "widths": [784, 4, 10], "modes": [2], "seeds": [0], "epochs": 1,
+              "batch_size": 10000, "data_dir": str(mnist_dir)}
+    (tmp_path / "c.json").write_text(json.dumps(config))
+    assert main(["train", "--config", str(tmp_path / "c.json"), "--workdir", str(work), "--quiet"]) == 0
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    for f in Path(mnist_dir).iterdir():
+        (moved / f.name).symlink_to(f.resolve())
+    assert main(["train", "--resume", str(work), "--data-dir", str(moved), "--quiet"]) == 0
+    assert json.loads((work / "config.json").read_text())["data_dir"] == str(moved)
+    other = tmp_path / "other"  # same format, other content: refused
+    other.mkdir()
+    for f in Path(mnist_dir).iterdir():
+        target = f.name.replace("train", "TMP").replace("t10k", "train").replace("TMP", "t10k")
+        (other / target).symlink_to(f.resolve())
+    assert main(["train", "--resume", str(work), "--data-dir", str(other), "--quiet"]) == 2
+
+
+def test_cli_small_errors(tmp_path, capsys):
+    (tmp_path / "c.yaml").write_text("epochs: 3\n")
+    tiny = ["--set", "dataset=gaussian_mixture", "--set", "widths=[2,4,2]", "--set", "modes=[2]"]
+    cases = [
+        (["--set", "dataset=mnsit", "--data-dir", str(tmp_path)], "unknown dataset 'mnsit' (did you mean 'mnist'?)"),
+        (["--resume", str(tmp_path / "nothing")], "no run to resume in"),
+        (tiny + ["--workdir", str(tmp_path / "c.yaml")], "is a file, not a folder"),
+        (["--config", str(tmp_path / "c.yaml")], "unsupported format '.yaml'"),
+    ]
+    for args, message in cases:
+        assert main(["train", *args, "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err, err
+
+
+def test_modes_above_every_rank_warn_with_the_parameter_count(tmp_path, capsys):
+    assert main(["train", "--print-config", "--set", "widths=[784,20,10]", "--set", "modes=[25]"]) == 0
+    err = capsys.readouterr().err
+    assert "mdl-jax: warning: mdl with p = 25 modes exceeds the full rank" in err and "p <= 20" in err
+
+
+def test_summary_has_the_aggregated_table(tmp_path):
+    assert _train(tmp_path, methods=["mdl", "bp"]) == 0
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    table = {(row["method"], tuple(row["modes"])): row for row in summary["table"]}
+    assert set(table) == {("mdl", (1, 1)), ("mdl", (2, 2)), ("bp", ())}
+    for (method, modes), row in table.items():
+        finals = [r["final_test_accuracy"] for r in summary["runs"] if r["method"] == method and tuple(r["modes"]) == modes]
+        assert row["seeds"] == 2 and row["mean_test_accuracy"] == pytest.approx(np.mean(finals))
+        assert row["std_test_accuracy"] == pytest.approx(np.std(finals))
+
+
+def test_piped_progress_is_one_plain_line_per_epoch(tmp_path):
+    (tmp_path / "c.json").write_text(json.dumps(TINY))
+    out = subprocess.run([sys.executable, "-m", "mdl_jax._cli", "train", "--config", str(tmp_path / "c.json"),
+                          "--workdir", str(tmp_path / "run")], capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "\r" not in out.stderr + out.stdout
+    assert re.findall(r"^mdl epoch (\d)/2: test accuracy mean", out.stderr, re.M) == ["1", "2"]
+
+
+def _sigma_only_method():
+    """A toy method, one table entry: fixed random patterns, only the importances sigma trained."""
+
+    def layers(params, spec):
+        def fixed(l, rows, salt):
+            return jax.random.normal(jax.random.PRNGKey(100 * l + salt), (rows, spec.modes[l])) / np.sqrt(rows)
+        return [mdl_jax.ModeLayer(fixed(l, a, 0), sigma, fixed(l, b, 1))
+                for l, (sigma, a, b) in enumerate(zip(params["sigma"], spec.widths[:-1], spec.widths[1:]))]
+
+    return mdl_jax.Method(
+        "sigma_only", lambda key, spec, dtype: {"sigma": [jnp.ones(p, dtype) for p in spec.modes]},
+        lambda spec: sum(spec.modes), mode_layers=layers,
+    )
+
+
+def test_a_method_registered_in_one_place_trains_through_the_cli(tmp_path):
+    mdl_jax.register_method(_sigma_only_method())
+    try:
+        assert _train(tmp_path, methods=["sigma_only", "mdl"], epochs=3) == 0
+        runs = json.loads((tmp_path / "run" / "summary.json").read_text())["runs"]
+        toy = [r for r in runs if r["method"] == "sigma_only"]
+        assert [r["param_count"] for r in toy] == [2, 4, 2, 4] and all(r["final_test_accuracy"] > 0 for r in toy)
+        saved = mdl_jax.load_params(tmp_path / "run", "sigma_only")
+        assert set(saved.params) == {"sigma"} and not np.allclose(saved.params["sigma"][0][1], 1.0)
+    finally:
+        mdl_jax.unregister_method("sigma_only")
+    with pytest.raises(mdl_jax.ConfigError, match="unknown method 'sigma_only'"):
+        mdl_jax.make_config({"methods": ["sigma_only"]})
