@@ -6,7 +6,9 @@ import argparse
 import dataclasses
 import json
 import os
+import warnings
 from pathlib import Path
+from typing import NamedTuple
 
 import jax
 import numpy as np
@@ -17,7 +19,8 @@ import mdl_jax
 def parser(doc: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="small settings that still draw every panel")
-    p.add_argument("--out", type=Path, required=False, help="output folder")
+    p.add_argument("--out", type=Path, required=False, help="output folder (the figure run's workdir)")
+    p.add_argument("--resume", action="store_true", help="continue a killed figure run in --out (finished grids are not retrained)")
     p.add_argument("--data-dir", default=os.environ.get(mdl_jax.DATA_DIR_ENV), help="MNIST IDX folder (else TFDS)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a setting of the figure (VALUE as JSON), e.g. --set epochs=20")
@@ -37,37 +40,87 @@ def settings_from(args, full, quick):
     return dataclasses.replace(settings, **updates)
 
 
+def open_figure_run(out: Path, settings, *, resume: bool) -> None:
+    """Makes ``out`` the workdir of a figure run with ``settings``, or checks that it is one.
+
+    A new or empty ``out`` gets ``config.json``. A finished run (``results.json``) is redrawn
+    without training; an unfinished one continues only with ``--resume``; both must have been
+    started with the same settings.
+    """
+    stored_path = out / "config.json"
+    current = json.loads(json.dumps(dataclasses.asdict(settings)))
+    if stored_path.is_file():
+        stored = json.loads(stored_path.read_text())
+        changed = [f"{k!r} ({stored.get(k)!r} -> {current.get(k)!r})" for k in sorted(set(stored) | set(current))
+                   if stored.get(k) != current.get(k)]
+        if changed:
+            raise SystemExit(f"{out} holds a figure run with other settings: {', '.join(changed)}; choose another --out")
+        if not resume and not (out / "results.json").is_file():
+            raise SystemExit(f"{out} holds an unfinished figure run: pass --resume to continue it")
+        return
+    if out.exists() and any(out.iterdir()):
+        raise SystemExit(f"{out} is not empty and holds no figure run: choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    stored_path.write_text(json.dumps(current, indent=2) + "\n")
+
+
 def main(doc: str, run, full, quick, name: str, *, mnist: bool = True, argv=None) -> dict:
-    """Parses the command line, runs the figure and says where it went."""
+    """Parses the command line, runs the figure in its workdir and says where it went."""
     args = parser(doc).parse_args(argv)
     settings = settings_from(args, full, quick)
     out = args.out or Path("runs") / name
+    open_figure_run(out, settings, resume=args.resume)
     results = run(settings, mdl_jax.load_dataset("mnist", args.data_dir), out) if mnist else run(settings, out)
     print(f"wrote {out}/{name}.png, .pdf, results.json in {results['wall_time_s']:.0f} s")
     return results
 
 
-def train_grid(data, widths, method, *, modes=(None,), seeds, lr, epochs, **recipe):
-    """Trains one method's grid as one program; returns ``(sweep, result)``."""
-    sweep = mdl_jax.build_sweep(widths, method, modes=list(modes), seeds=seeds, learning_rates=[lr], **recipe)
-    return sweep, mdl_jax.train(sweep.recipe, sweep.runs, data, epochs=epochs)
+class Grid(NamedTuple):
+    """One trained grid, read back from its workdir's files."""
+
+    params: dict  # final parameters, leading run axis (inactive modes are zeros)
+    spec: mdl_jax.NetworkSpec  # the padded architecture
+    runs: list[dict]  # per run: method, modes, seed, learning_rate, param_count
+    test_accuracy: np.ndarray  # (epochs, runs), after each epoch
+    test_loss: np.ndarray  # (epochs, runs)
 
 
-def by_modes(sweep, values: np.ndarray) -> dict[int, np.ndarray]:
+def train_grid(out: Path, grid: str, data, widths, method, *, modes=(None,), seeds, lr, epochs, **recipe) -> Grid:
+    """Trains one method's grid as the runs of ``out/runs/<grid>`` (continuing them if they
+    are there; a finished grid is not retrained) and reads it back from the files."""
+    workdir = Path(out) / "runs" / grid
+    values = {"dataset": "gaussian_mixture" if data.name == "gaussian_mixture" else "mnist", "widths": list(widths),
+              "methods": [method], "seeds": list(seeds), "learning_rates": [lr], "epochs": epochs, **recipe}
+    if any(p is not None for p in modes):
+        values["modes"] = list(modes)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", mdl_jax.ModesAboveRankWarning)  # e.g. Fig. 1's p = 3 in a 2-3-1 network
+        config = mdl_jax.make_config(values)
+    resume = (workdir / "config.json").is_file()
+    mdl_jax.train_and_evaluate(config, workdir, resume=resume, dataset=data)
+    saved = mdl_jax.load_params(workdir, method)
+    metric = lambda field: mdl_jax.load_metrics(workdir, method, field)[1:]
+    return Grid(saved.params, saved.spec, saved.runs, metric("test_accuracy"), metric("test_loss"))
+
+
+def by_modes(grid: Grid, values: np.ndarray) -> dict[int, np.ndarray]:
     """Groups a per-run array by the runs' (first-layer) mode count: ``{p: (seeds, ...)}``."""
     groups: dict[int, list] = {}
-    for run, info in enumerate(sweep.infos):
-        groups.setdefault(info.modes[0] if info.modes else 0, []).append(values[run])
+    for run, info in enumerate(grid.runs):
+        groups.setdefault(info["modes"][0] if info["modes"] else 0, []).append(values[run])
     return {p: np.asarray(v) for p, v in sorted(groups.items())}
 
 
 def save(out: Path, name: str, results: dict, settings, figure=None) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(dataclasses.asdict(settings), indent=2) + "\n")
-    (out / "results.json").write_text(json.dumps(results, indent=2, default=_to_json) + "\n")
+    if not (out / "config.json").is_file():
+        (out / "config.json").write_text(json.dumps(dataclasses.asdict(settings), indent=2) + "\n")
     if figure is not None:
         figure.savefig(out / f"{name}.png", dpi=150)
         figure.savefig(out / f"{name}.pdf")
+    tmp = out / "results.json.tmp"  # written last and atomically: its presence marks a finished run
+    tmp.write_text(json.dumps(results, indent=2, default=_to_json) + "\n")
+    os.replace(tmp, out / "results.json")
 
 
 def _to_json(value):

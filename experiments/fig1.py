@@ -46,20 +46,20 @@ def run(settings: Fig1Settings, out: Path, *, plot: bool = True) -> dict:
     start = time.perf_counter()
     s = settings
     data = mdl_jax.gaussian_mixture_dataset(jax.random.PRNGKey(2023), s.n_train, s.n_test)
-    sweep, result = common.train_grid(data, (2, 3, 1), "mdl", modes=[3], seeds=range(s.seeds), lr=s.lr,
-                                      epochs=s.epochs, loss="mse", batch_size=s.batch_size)
-    best = int(np.argmax(result.metrics.test_accuracy[-1]))
-    params = mdl_jax.select_run(result.state.params, best)
-    layer = mdl_jax.mode_layers(params, sweep.recipe.spec)[0]
+    grid = common.train_grid(out, "mdl", data, (2, 3, 1), "mdl", modes=[3], seeds=range(s.seeds), lr=s.lr,
+                             epochs=s.epochs, loss="mse", batch_size=s.batch_size)
+    best = int(np.argmax(grid.test_accuracy[-1]))
+    params = mdl_jax.select_run(grid.params, best)
+    layer = mdl_jax.mode_layers(params, grid.spec)[0]
     x = jnp.asarray(data.test_images[: s.shown_points])
     t = 2 * data.test_labels[: s.shown_points] - 1
-    output = np.asarray(mdl_jax.apply(params, x, spec=sweep.recipe.spec))[:, 0]
+    output = np.asarray(mdl_jax.apply(params, x, spec=grid.spec))[:, 0]
     correct = np.sign(output) == t
     maps = {k: np.asarray(v) for k, v in analysis.geometric_maps(layer, x).items()}
     results = {
         "settings": dataclasses.asdict(s),
-        "test_accuracy": result.metrics.test_accuracy[-1], "test_mse": result.metrics.test_loss[-1],
-        "test_mse_by_epoch": {"mean": result.metrics.test_loss.mean(1), "std": result.metrics.test_loss.std(1)},
+        "test_accuracy": grid.test_accuracy[-1], "test_mse": grid.test_loss[-1],
+        "test_mse_by_epoch": {"mean": grid.test_loss.mean(1), "std": grid.test_loss.std(1)},
         "shown_network": best, "sigma": np.asarray(layer.sigma), "xi_hat": np.asarray(layer.xi_hat), "xi": np.asarray(layer.xi),
         "correct_fraction_shown": float(correct.mean()),
         "points": {"x": np.asarray(x), "t": t, "correct": correct, **maps},

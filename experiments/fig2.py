@@ -50,24 +50,27 @@ def run(settings: Fig2Settings, data: mdl_jax.Dataset, out: Path, *, plot: bool 
     s = settings
     seeds = range(s.seeds)
     recipe = {"lr_halving_epochs": s.lr_halving_epochs}
-    train = lambda widths, method, **kw: common.train_grid(data, widths, method, seeds=seeds, lr=s.lr, epochs=s.epochs, **recipe, **kw)
+    def train(widths, method, **kw):
+        name = "-".join(map(str, widths)) + "_" + method
+        return common.train_grid(out, name, data, widths, method, seeds=seeds, lr=s.lr, epochs=s.epochs, **recipe, **kw)
+
     results: dict = {"settings": dataclasses.asdict(s)}
 
     # (a, b): 784-100-100-10
     base = (784, 100, 100, 10)
-    bp_sweep, bp = train(base, "bp")
-    bp_final = bp.metrics.test_accuracy[-1]
+    bp = train(base, "bp")
+    bp_final = bp.test_accuracy[-1]
     panel_b = {"bp": {"mean": bp_final.mean(), "std": bp_final.std(), "params": mdl_jax.param_count(mdl_jax.make_spec(base, None, "bp"))}}
-    trajectories = {"bp": 1 - bp.metrics.test_accuracy.T}
+    trajectories = {"bp": 1 - bp.test_accuracy.T}
     for method in ("mdl", "mdl_1l1p"):
-        sweep, result = train(base, method, modes=sorted(set(s.modes) | set(s.trajectory_modes)))
-        finals = common.by_modes(sweep, result.metrics.test_accuracy[-1])
+        grid = train(base, method, modes=sorted(set(s.modes) | set(s.trajectory_modes)))
+        finals = common.by_modes(grid, grid.test_accuracy[-1])
         panel_b[method] = {
             str(p): {"mean": acc.mean(), "std": acc.std(), "param_fraction": mdl_jax.param_count(mdl_jax.make_spec(base, p, method)) / panel_b["bp"]["params"]}
             for p, acc in finals.items() if p in s.modes
         }
         if method == "mdl":
-            curves = common.by_modes(sweep, 1 - result.metrics.test_accuracy.T)
+            curves = common.by_modes(grid, 1 - grid.test_accuracy.T)
             trajectories.update({f"mdl_p{p}": curves[p] for p in s.trajectory_modes})
             mdl_at_30 = finals.get(30)
     results["a_test_error"] = {k: {"mean": v.mean(0), "std": v.std(0)} for k, v in trajectories.items()}
@@ -79,12 +82,12 @@ def run(settings: Fig2Settings, data: mdl_jax.Dataset, out: Path, *, plot: bool 
     least = {}
     for n in s.widths:
         widths = (784, n, n, 10)
-        _, bp_n = train(widths, "bp")
-        sweep, result = train(widths, "mdl", modes=s.width_modes)
-        finals = common.by_modes(sweep, result.metrics.test_accuracy[-1])
+        bp_n = train(widths, "bp")
+        grid = train(widths, "mdl", modes=[p for p in s.width_modes if p <= n])  # more modes than N span nothing new
+        finals = common.by_modes(grid, grid.test_accuracy[-1])
         least[n] = {
-            "least_p": analysis.least_modes(list(finals), np.stack(list(finals.values())), bp_n.metrics.test_accuracy[-1]),
-            "bp_mean": bp_n.metrics.test_accuracy[-1].mean(),
+            "least_p": analysis.least_modes(list(finals), np.stack(list(finals.values())), bp_n.test_accuracy[-1]),
+            "bp_mean": bp_n.test_accuracy[-1].mean(),
             "accuracy_by_p": {str(p): a.mean() for p, a in finals.items()},
         }
     found = [(n, v["least_p"]) for n, v in least.items() if v["least_p"] is not None]
@@ -94,10 +97,10 @@ def run(settings: Fig2Settings, data: mdl_jax.Dataset, out: Path, *, plot: bool 
 
     # (d): dispersion of the upstream patterns per layer, 784-100-100-100-10
     deep4 = (784, 100, 100, 100, 10)
-    sweep, result = train(deep4, "mdl", modes=[s.deep_modes])
+    grid = train(deep4, "mdl", modes=[s.deep_modes])
     dispersion = np.asarray([
-        [float(analysis.pattern_dispersion(mdl_jax.select_run(result.state.params, r)["xi_hat"][l])) for l in range(4)]
-        for r in range(len(sweep.infos))
+        [float(analysis.pattern_dispersion(mdl_jax.select_run(grid.params, r)["xi_hat"][l])) for l in range(4)]
+        for r in range(len(grid.runs))
     ])
     results["d_dispersion_by_layer"] = {"mean": dispersion.mean(0), "std": dispersion.std(0)}
 
@@ -106,12 +109,12 @@ def run(settings: Fig2Settings, data: mdl_jax.Dataset, out: Path, *, plot: bool 
     x, y = jnp.asarray(data.test_images), jnp.asarray(data.test_labels)
     overlaps = {}
     for method in ("mdl", "bp"):
-        sweep, result = train(deep7, method, modes=[s.deep_modes] if method == "mdl" else [None])
+        grid = train(deep7, method, modes=[s.deep_modes] if method == "mdl" else [None])
         overlaps[method] = np.asarray([
-            analysis.layer_overlaps(mdl_jax.select_run(result.state.params, r), sweep.recipe.spec, x, y, 10, dim=s.overlap_dim)
-            for r in range(len(sweep.infos))
+            analysis.layer_overlaps(mdl_jax.select_run(grid.params, r), grid.spec, x, y, 10, dim=s.overlap_dim)
+            for r in range(len(grid.runs))
         ])
-        overlaps[method + "_accuracy"] = result.metrics.test_accuracy[-1]
+        overlaps[method + "_accuracy"] = grid.test_accuracy[-1]
     results["ef_subspace_overlap"] = {m: {"mean": overlaps[m].mean(0), "std": overlaps[m].std(0)} for m in ("mdl", "bp")}
     results["ef_accuracy"] = {m: overlaps[m + "_accuracy"].mean() for m in ("mdl", "bp")}
     results["wall_time_s"] = time.perf_counter() - start

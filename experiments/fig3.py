@@ -47,15 +47,15 @@ def run(settings: Fig3Settings, data: mdl_jax.Dataset, out: Path, *, plot: bool 
     start = time.perf_counter()
     s = settings
     widths = (784, 100, 100, 10)
-    sweep, result = common.train_grid(data, widths, "mdl_1l1p", modes=[s.modes], seeds=range(s.seeds), lr=s.lr,
-                                      epochs=s.epochs, lr_halving_epochs=s.lr_halving_epochs)
-    spec = sweep.recipe.spec
+    grid = common.train_grid(out, "mdl_1l1p", data, widths, "mdl_1l1p", modes=[s.modes], seeds=range(s.seeds), lr=s.lr,
+                             epochs=s.epochs, lr_halving_epochs=s.lr_halving_epochs)
+    spec = grid.spec
     x, y = jnp.asarray(data.test_images), jnp.asarray(data.test_labels)
     fractions = jnp.linspace(0.0, 1.0, s.fractions)
     removal, spectra = {}, {}
     for layer in range(spec.num_layers):
         weakest, random = [], []
-        runs = [mdl_jax.select_run(result.state.params, r) for r in range(len(sweep.infos))]
+        runs = [mdl_jax.select_run(grid.params, r) for r in range(len(grid.runs))]
         taus, parts, ranks = [], [], []
         for r, params in enumerate(runs):
             curves = analysis.removal_curves(params, spec, x, y, layer=layer, fractions=fractions,
@@ -90,7 +90,7 @@ def run(settings: Fig3Settings, data: mdl_jax.Dataset, out: Path, *, plot: bool 
         }
     results = {
         "settings": dataclasses.asdict(s), "fractions": fractions,
-        "test_accuracy": {"mean": result.metrics.test_accuracy[-1].mean(), "std": result.metrics.test_accuracy[-1].std()},
+        "test_accuracy": {"mean": grid.test_accuracy[-1].mean(), "std": grid.test_accuracy[-1].std()},
         "a_removal": {str(l): v for l, v in removal.items()},
         "b_spectrum": {str(l): v for l, v in spectra.items()},
         "wall_time_s": time.perf_counter() - start,

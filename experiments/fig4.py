@@ -86,13 +86,16 @@ def run(settings: Fig4Settings, out: Path, *, plot: bool = True) -> dict:
         eps_sim = np.asarray(simulate(keys).eps_g)
         eps_ode = np.asarray(theory.eps_g[index])
         gap = np.abs(eps_sim.mean(0) - eps_ode) / eps_ode
-        gaps.append(float(gap.max()))
+        gaps.append((float(gap.max()), float(ts[int(gap.argmax())]), float(eps_ode[int(gap.argmax())]), config))
         results["configurations"].append({
             **config, "p": p, "eps_ode": eps_ode.tolist(), "eps_sim_mean": eps_sim.mean(0).tolist(),
-            "eps_sim_std": eps_sim.std(0).tolist(), "max_rel_gap": float(gap.max()),
+            "eps_sim_std": eps_sim.std(0).tolist(), "max_rel_gap": float(gap.max()), "median_rel_gap": float(np.median(gap)),
             "M_final": np.asarray(theory.M[index, -1]).tolist(), "ode_steps": int(theory.num_steps[index]),
         })
-    results["max_rel_gap_theory_vs_simulation"] = max(gaps)
+    worst = max(gaps, key=lambda g: g[0])
+    results["max_rel_gap_theory_vs_simulation"] = worst[0]
+    results["max_rel_gap_at"] = {"t": worst[1], "eps_ode": worst[2], "d": worst[3]["d"], "alpha": worst[3]["alpha"]}
+    results["median_rel_gap_theory_vs_simulation"] = float(np.median([c["median_rel_gap"] for c in results["configurations"]]))
     results["wall_time_s"] = time.perf_counter() - start
     (out / "config.json").write_text(json.dumps(dataclasses.asdict(settings), indent=2) + "\n")
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
@@ -139,7 +142,14 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     jax.config.update("jax_enable_x64", True)
     results = run(QUICK if args.quick else Fig4Settings(), args.out)
-    print(f"max relative gap theory vs simulation: {results['max_rel_gap_theory_vs_simulation']:.4f}")
+    at = results["max_rel_gap_at"]
+    print(
+        "theory vs simulation, |eps_sim - eps_ode| / eps_ode over all times: median "
+        f"{100 * results['median_rel_gap_theory_vs_simulation']:.1f} % (configurations' medians); largest "
+        f"{100 * results['max_rel_gap_theory_vs_simulation']:.0f} % at t = {at['t']:.3g} (d = {at['d']}, alpha = "
+        f"{at['alpha']:g}), where eps_ode = {at['eps_ode']:.2e}: late in learning, where the error itself is small "
+        "and a finite-d simulation leaves the d -> infinity curve"
+    )
     print(f"wrote {args.out}/fig4.png, fig4.pdf, results.json in {results['wall_time_s']:.0f} s")
 
 

@@ -40,10 +40,14 @@ from mdl_jax._spec import (
 )
 from mdl_jax._config import (
     ConfigError as ConfigError,
+    ModesAboveRankWarning as ModesAboveRankWarning,
     TrainConfig as TrainConfig,
     make_config as make_config,
 )
 from mdl_jax._run import (
+    SavedRuns as SavedRuns,
+    aggregate as aggregate,
+    load_metrics as load_metrics,
     load_params as load_params,
     TrainingDiverged as TrainingDiverged,
     train_and_evaluate as train_and_evaluate,

@@ -53,7 +53,7 @@ class TrainConfig:
       svd_sparsity: weight of the SVD sparsity penalty.
       dtype: ``float32`` or ``float64`` (the latter needs ``JAX_ENABLE_X64=1``).
       loss: ``cross_entropy`` or ``mse`` (one output: targets +-1, as in the letter's Fig. 1).
-      checkpoint_every: write a checkpoint every this many epochs (0: never).
+      checkpoint_every: write a checkpoint every this many epochs (0: only after the last epoch).
       checkpoint_keep: how many of the latest checkpoints to keep.
       max_runs_per_chunk: at most this many runs on the devices at once; larger sweeps are
         trained chunk by chunk (``None``: estimated from each run's memory).

@@ -118,6 +118,20 @@ def _save_params(path: Path, sweep: Sweep, params) -> None:
     _atomic_write(path, lambda tmp: np.savez(tmp, meta=np.asarray(json.dumps(meta)), **flat))
 
 
+def load_metrics(workdir: str | os.PathLike, method: str, field: str = "test_accuracy") -> np.ndarray:
+    """One metric of every run of ``method`` from ``metrics.jsonl``: ``(epochs + 1, runs)``,
+    row 0 the untrained network (NaN where the file holds null or no value)."""
+    lines = [json.loads(line) for line in (Path(workdir) / "metrics.jsonl").read_text().splitlines()]
+    lines = [line for line in lines if line["method"] == method]
+    if not lines:
+        raise FileNotFoundError(f"{workdir}/metrics.jsonl holds no line of method {method!r}")
+    values = np.full((1 + max(l["epoch"] for l in lines), 1 + max(l["run"] for l in lines)), np.nan)
+    for line in lines:
+        if line.get(field) is not None:
+            values[line["epoch"], line["run"]] = line[field]
+    return values
+
+
 # --- checks before anything is written ----------------------------------------------------
 
 
@@ -176,7 +190,7 @@ def _check_resume(workdir: Path, config: TrainConfig, data_print: dict[str, Any]
         )
 
 
-def prepare(config: TrainConfig, workdir: Path, *, resume: bool) -> Prepared:
+def prepare(config: TrainConfig, workdir: Path, *, resume: bool, dataset: Dataset | None = None) -> Prepared:
     """Checks the config, the workdir, the data and (on a resume) the fingerprint.
 
     Raises :class:`ConfigError`, :class:`DataError` or :class:`SpecError` naming the fix;
@@ -184,7 +198,7 @@ def prepare(config: TrainConfig, workdir: Path, *, resume: bool) -> Prepared:
     """
     _check_workdir(workdir, resume)
     sweeps = _sweeps(config)
-    dataset = load_dataset(config.dataset, config.data_dir)
+    dataset = dataset if dataset is not None else load_dataset(config.dataset, config.data_dir)
     for sweep in sweeps.values():
         check_data(sweep.recipe, dataset)
     run_print = {"config": config.identity(), "data": fingerprint(dataset)}
@@ -422,7 +436,7 @@ def _train_method(recorder: Recorder, data, config: TrainConfig, state, history:
 
 def train_and_evaluate(
     config: TrainConfig, workdir: str | os.PathLike, *, resume: bool = False, progress: bool = True,
-    on_checkpoint: Callable[[str, int], Any] | None = None,
+    on_checkpoint: Callable[[str, int], Any] | None = None, dataset: Dataset | None = None,
 ) -> dict[str, Any]:
     """Trains every method of ``config`` as one vmapped sweep each and fills ``workdir``.
 
@@ -436,6 +450,9 @@ def train_and_evaluate(
       progress: a live bar per method on a terminal, one line per epoch otherwise.
       on_checkpoint: called as ``on_checkpoint(method, epoch)`` once each checkpoint is on
         disk (tests use it to simulate a crash).
+      dataset: the data, when the caller holds them (e.g. a slice, or a generated set);
+        default: loaded from ``config.dataset`` and ``config.data_dir``. Either way the
+        fingerprint records their content, so a resume must bring the same data.
 
     Returns:
       The summary written to ``summary.json``.
@@ -445,7 +462,7 @@ def train_and_evaluate(
       TrainingDiverged: every run diverged (the summary is written first).
     """
     workdir, writer = Path(workdir), jax.process_index() == 0
-    prepared = prepare(config, workdir, resume=resume)
+    prepared = prepare(config, workdir, resume=resume, dataset=dataset)
     if writer:
         _write_json(workdir / "config.json", config.to_json())
         _write_json(workdir / "fingerprint.json", prepared.fingerprint)
