@@ -28,16 +28,12 @@ def parser(doc: str) -> argparse.ArgumentParser:
 
 
 def settings_from(args, full, quick):
-    """The full or quick settings with the command line's ``--set`` overrides applied."""
-    settings = quick if args.quick else full
-    updates = {}
-    names = {f.name: f for f in dataclasses.fields(settings)}
-    for text in args.overrides:
-        key, value = mdl_jax._config.parse_override(text)
-        if key not in names:
-            raise SystemExit(f"unknown setting {key!r}; known: {', '.join(names)}")
-        updates[key] = tuple(value) if isinstance(value, list) else value
-    return dataclasses.replace(settings, **updates)
+    """The full or quick settings with the command line's ``--set`` overrides applied (the
+    same checks as ``mdl-jax train``: an unknown key is named with the closest known one)."""
+    try:
+        return mdl_jax.update_config(quick if args.quick else full, mdl_jax.parse_overrides(args.overrides))
+    except mdl_jax.ConfigError as err:
+        raise SystemExit(f"error: {err}") from None
 
 
 def open_figure_run(out: Path, settings, *, resume: bool) -> None:
@@ -118,6 +114,7 @@ def save(out: Path, name: str, results: dict, settings, figure=None) -> None:
     if figure is not None:
         figure.savefig(out / f"{name}.png", dpi=150)
         figure.savefig(out / f"{name}.pdf")
+        pyplot().close(figure)
     tmp = out / "results.json.tmp"  # written last and atomically: its presence marks a finished run
     tmp.write_text(json.dumps(results, indent=2, default=_to_json) + "\n")
     os.replace(tmp, out / "results.json")

@@ -26,20 +26,7 @@ import numpy as np
 import mdl_jax
 from mdl_jax import analysis
 from experiments import common
-
-
-@dataclasses.dataclass(frozen=True)
-class Fig1Settings:
-    seeds: int = 5
-    epochs: int = 200
-    n_train: int = 100_000
-    n_test: int = 10_000
-    batch_size: int = 10
-    lr: float = 1e-3
-    shown_points: int = 400
-
-
-QUICK = Fig1Settings(epochs=20, n_train=20_000, n_test=4000)
+from experiments.configs.fig1 import QUICK, Fig1Settings
 
 
 def run(settings: Fig1Settings, out: Path, *, plot: bool = True) -> dict:

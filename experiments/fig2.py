@@ -26,23 +26,7 @@ import numpy as np
 import mdl_jax
 from mdl_jax import analysis
 from experiments import common
-
-
-@dataclasses.dataclass(frozen=True)
-class Fig2Settings:
-    seeds: int = 5
-    epochs: int = 150
-    lr: float = 3e-3
-    lr_halving_epochs: int = 50
-    modes: tuple[int, ...] = (2, 5, 10, 15, 20, 30, 40, 50, 70)
-    trajectory_modes: tuple[int, ...] = (20, 30)
-    widths: tuple[int, ...] = (10, 25, 50, 100, 200, 400)
-    width_modes: tuple[int, ...] = (1, 2, 3, 5, 8, 12, 16, 20, 30, 40, 60)
-    deep_modes: int = 30
-    overlap_dim: int = 5
-
-
-QUICK = Fig2Settings(seeds=2, epochs=2, modes=(2, 5, 10, 30, 50), widths=(25, 50, 100), width_modes=(2, 5, 10, 20, 40))
+from experiments.configs.fig2 import QUICK, Fig2Settings
 
 
 def run(settings: Fig2Settings, data: mdl_jax.Dataset, out: Path, *, plot: bool = True) -> dict:

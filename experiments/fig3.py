@@ -27,20 +27,7 @@ import numpy as np
 import mdl_jax
 from mdl_jax import analysis
 from experiments import common
-
-
-@dataclasses.dataclass(frozen=True)
-class Fig3Settings:
-    seeds: int = 10
-    epochs: int = 150
-    lr: float = 5e-3
-    lr_halving_epochs: int = 30
-    modes: int = 70
-    fractions: int = 11
-    random_draws: int = 10
-
-
-QUICK = Fig3Settings(seeds=2, epochs=2)
+from experiments.configs.fig3 import QUICK, Fig3Settings
 
 
 def run(settings: Fig3Settings, data: mdl_jax.Dataset, out: Path, *, plot: bool = True) -> dict:
@@ -49,43 +36,27 @@ def run(settings: Fig3Settings, data: mdl_jax.Dataset, out: Path, *, plot: bool 
     widths = (784, 100, 100, 10)
     grid = common.train_grid(out, "mdl_1l1p", data, widths, "mdl_1l1p", modes=[s.modes], seeds=range(s.seeds), lr=s.lr,
                              epochs=s.epochs, lr_halving_epochs=s.lr_halving_epochs)
-    spec = grid.spec
     x, y = jnp.asarray(data.test_images), jnp.asarray(data.test_labels)
     fractions = jnp.linspace(0.0, 1.0, s.fractions)
+    keys = jnp.stack([jax.random.PRNGKey(r) for r in range(len(grid.runs))])  # run r's random orders
+    half = int(np.argmin(np.abs(np.asarray(fractions) - 0.5)))
     removal, spectra = {}, {}
-    for layer in range(spec.num_layers):
-        weakest, random = [], []
-        runs = [mdl_jax.select_run(grid.params, r) for r in range(len(grid.runs))]
-        taus, parts, ranks = [], [], []
-        for r, params in enumerate(runs):
-            curves = analysis.removal_curves(params, spec, x, y, layer=layer, fractions=fractions,
-                                             key=jax.random.PRNGKey(r), draws=s.random_draws)
-            weakest.append(curves.weakest_first)
-            random.append(curves.random.mean(1))
-            terms = analysis.mode_importance_parts(mdl_jax.mode_layers(params, spec)[layer])
-            order = jnp.argsort(-terms.sum(0))
-            taus.append(terms.sum(0)[order])
-            parts.append(terms[:, order])
-            ranks.append(jnp.argsort(order))  # rank of each mode, 0 for the largest tau
-        weakest, random = np.asarray(weakest), np.asarray(random)
-        half = int(np.argmin(np.abs(np.asarray(fractions) - 0.5)))
+    for layer in range(grid.spec.num_layers):
+        study = analysis.removal_study(grid.params, grid.spec, x, y, layer=layer, fractions=fractions, keys=keys,
+                                       draws=s.random_draws)
+        weakest, random = np.asarray(study.weakest_first), np.asarray(study.random).mean(-1)
         removal[layer] = {
             "weakest_first": {"mean": weakest.mean(0), "std": weakest.std(0)},
             "random": {"mean": random.mean(0), "std": random.std(0)},
             "gap_at_half_removed_points": 100 * float(weakest[:, half].mean() - random[:, half].mean()),
             "accuracy_at_half_removed_weakest_first": float(weakest[:, half].mean()),
         }
-        mean_tau = np.asarray(taus).mean(0)
+        mean_tau = np.asarray(study.tau).mean(0)
         fit = analysis.fit_two_power_laws(mean_tau)
-        kept = []
-        for params, rank in zip(runs, ranks):
-            leading = (rank < fit.break_rank - 1).astype(jnp.float32)
-            masks = lambda m: tuple(m if l == layer else jnp.ones(s.modes) for l in range(spec.num_layers))
-            kept.append([float(analysis.accuracy(params, x, y, spec=spec, mode_mask=masks(leading))),
-                         float(analysis.accuracy(params, x, y, spec=spec, mode_mask=masks(1 - leading)))])
-        kept = np.asarray(kept)
+        kept = np.asarray(analysis.accuracy_leading_and_tail(grid.params, grid.spec, x, y, layer=layer, rank=study.rank,
+                                                             leading=fit.break_rank - 1))
         spectra[layer] = {
-            "tau_by_rank": mean_tau, "parts_by_rank": np.asarray(parts).mean(0),
+            "tau_by_rank": mean_tau, "parts_by_rank": np.asarray(study.parts).mean(0),
             "fit": fit._asdict(), "accuracy_leading_only": kept[:, 0].mean(), "accuracy_tail_only": kept[:, 1].mean(),
         }
     results = {

@@ -1,6 +1,6 @@
 """Fig. 4 of the letter: online learning of a mode-decomposed committee machine, theory vs SGD.
 
-    python -m experiments.fig4 [--quick] [--out DIR]
+    python -m experiments.fig4 [--quick] [--out DIR] [--set KEY=VALUE] [--resume]
 
 Panel (a): mode load alpha = 1 and several input dimensions d; panel (b): d = 100 and several
 alpha. Lines: the mean-field ODE (adaptive Tsit5) from the simulation's own initial order
@@ -12,14 +12,13 @@ Writes DIR/fig4.png, DIR/fig4.pdf, DIR/config.json and DIR/results.json (every c
 final M of each configuration, and ``max_rel_gap_theory_vs_simulation``).
 
 --quick (t <= 3e3, 4 seeds): about 1 minute on 2 CPU cores. The full settings (t <= 1e5,
-8 seeds) simulate up to 2e7 SGD steps per seed: about an hour on 2 CPU cores.
+8 seeds) simulate up to 2e7 SGD steps per seed: about an hour on 2 CPU cores. The precision
+is the config's ``dtype`` (float64 by default), in force for this run only.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
 import time
 from pathlib import Path
 
@@ -28,26 +27,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from mdl_jax import online
-
-
-@dataclasses.dataclass(frozen=True)
-class Fig4Settings:
-    panel_a_d: tuple[int, ...] = (30, 50, 100, 200)
-    panel_a_alpha: float = 1.0
-    panel_b_d: int = 100
-    panel_b_alpha: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0)
-    hidden: int = 8  # m = k
-    eta: float = 5.0
-    t_max: float = 1e5
-    t_min: float = 0.1
-    n_times: int = 40
-    seeds: int = 8
-    n_test: int = 10_000
-    seed: int = 0
-
-
-QUICK = Fig4Settings(panel_a_d=(30, 60, 100), panel_b_alpha=(0.5, 1.0, 2.0, 3.0), t_max=3e3, n_times=25,
-                     seeds=4, n_test=4000)
+from experiments import common
+from experiments.configs.fig4 import QUICK, Fig4Settings
 
 
 def configurations(settings: Fig4Settings) -> list[dict]:
@@ -57,8 +38,14 @@ def configurations(settings: Fig4Settings) -> list[dict]:
 
 
 def run(settings: Fig4Settings, out: Path, *, plot: bool = True) -> dict:
-    """Computes both panels and writes the figure and results into ``out``."""
-    out.mkdir(parents=True, exist_ok=True)
+    """Computes both panels (in ``settings.dtype``) and writes the figure and results into ``out``."""
+    if settings.dtype not in ("float32", "float64"):
+        raise SystemExit(f"error: dtype must be float32 or float64, got {settings.dtype!r}")
+    with jax.enable_x64(settings.dtype == "float64"):
+        return _run(settings, out, plot=plot)
+
+
+def _run(settings: Fig4Settings, out: Path, *, plot: bool) -> dict:
     start = time.perf_counter()
     ts = online.log_times(settings.t_max, settings.n_times, t_min=settings.t_min)
     configs = configurations(settings)
@@ -66,7 +53,7 @@ def run(settings: Fig4Settings, out: Path, *, plot: bool = True) -> dict:
     for index, config in enumerate(configs):
         p = online.modes_for_load(config["alpha"], config["d"])
         key = jax.random.fold_in(jax.random.PRNGKey(settings.seed), index)
-        teacher, student = online.init_teacher_student(key, config["d"], p, settings.hidden, dtype=jnp.float64)
+        teacher, student = online.init_teacher_student(key, config["d"], p, settings.hidden, dtype=jnp.dtype(settings.dtype))
         op0 = online.order_parameters(student.weights(), teacher.weights())
         setups.append((config, p, teacher, student, op0, online.mode_coupling(student)))
 
@@ -97,19 +84,13 @@ def run(settings: Fig4Settings, out: Path, *, plot: bool = True) -> dict:
     results["max_rel_gap_at"] = {"t": worst[1], "eps_ode": worst[2], "d": worst[3]["d"], "alpha": worst[3]["alpha"]}
     results["median_rel_gap_theory_vs_simulation"] = float(np.median([c["median_rel_gap"] for c in results["configurations"]]))
     results["wall_time_s"] = time.perf_counter() - start
-    (out / "config.json").write_text(json.dumps(dataclasses.asdict(settings), indent=2) + "\n")
-    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    if plot:
-        draw(results, out)
+    common.save(out, "fig4", results, settings, draw(results) if plot else None)
     return results
 
 
-def draw(results: dict, out: Path) -> None:
+def draw(results: dict):
     """Draws Fig. 4 from ``results.json``'s contents."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = common.pyplot()
 
     ts = np.asarray(results["ts"])
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.4), constrained_layout=True)
@@ -130,18 +111,11 @@ def draw(results: dict, out: Path) -> None:
         inset.imshow(np.abs(np.asarray(inset_config["M_final"])), cmap="viridis")
         inset.set_xticks([]), inset.set_yticks([])
         inset.set_title(f"|M|, {key} = {inset_config[key]:g}", fontsize=7)
-    fig.savefig(out / "fig4.png", dpi=150)
-    fig.savefig(out / "fig4.pdf")
-    plt.close(fig)
+    return fig
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="t <= 3e3, 4 seeds (about a minute)")
-    parser.add_argument("--out", type=Path, default=Path("runs/fig4"))
-    args = parser.parse_args(argv)
-    jax.config.update("jax_enable_x64", True)
-    results = run(QUICK if args.quick else Fig4Settings(), args.out)
+def main(argv=None) -> dict:
+    results = common.main(__doc__, run, Fig4Settings(), QUICK, "fig4", mnist=False, argv=argv)
     at = results["max_rel_gap_at"]
     print(
         "theory vs simulation, |eps_sim - eps_ode| / eps_ode over all times: median "
@@ -150,7 +124,7 @@ def main(argv=None) -> None:
         f"{at['alpha']:g}), where eps_ode = {at['eps_ode']:.2e}: late in learning, where the error itself is small "
         "and a finite-d simulation leaves the d -> infinity curve"
     )
-    print(f"wrote {args.out}/fig4.png, fig4.pdf, results.json in {results['wall_time_s']:.0f} s")
+    return results
 
 
 if __name__ == "__main__":

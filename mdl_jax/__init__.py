@@ -18,7 +18,9 @@ from mdl_jax._methods import (
     get_method as get_method,
     init_scale as init_scale,
     make_spec as make_spec,
+    full_mask as full_mask,
     mode_mask as mode_mask,
+    with_layer_mask as with_layer_mask,
     register_method as register_method,
     unregister_method as unregister_method,
     zero_inactive_modes as zero_inactive_modes,
@@ -43,6 +45,8 @@ from mdl_jax._config import (
     ModesAboveRankWarning as ModesAboveRankWarning,
     TrainConfig as TrainConfig,
     make_config as make_config,
+    parse_overrides as parse_overrides,
+    update_config as update_config,
 )
 from mdl_jax._run import (
     SavedRuns as SavedRuns,

@@ -14,28 +14,30 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mdl_jax._methods import full_mask, with_layer_mask
 from mdl_jax._models import ModeLayer, Params, apply, mode_layers
 from mdl_jax._spec import NetworkSpec
 from mdl_jax._train import per_example_loss
 
 
-def mode_importance_parts(layer: ModeLayer) -> jax.Array:
+def mode_importance_parts(layer: ModeLayer, mask: jax.Array | None = None) -> jax.Array:
     """The three terms of tau, ``(gamma ||xi_a||, gamma ||xi_hat_a||, |sigma_a|)``, as ``(3, p)``.
 
     ``gamma = sum_a |sigma_a| / sum_a (||xi_a|| + ||xi_hat_a||)`` puts the pattern norms on the
-    scale of the importances. Modes whose sigma is masked to zero count as absent (all zero).
+    scale of the importances. Modes outside ``mask`` (a run's 0/1 mode mask for this layer)
+    count as absent: all three terms zero, and left out of gamma.
     """
-    present = (layer.sigma != 0).astype(layer.sigma.dtype)
+    present = jnp.ones_like(layer.sigma) if mask is None else mask.astype(layer.sigma.dtype)
     xi_norm = jnp.linalg.norm(layer.xi, axis=0) * present
     xi_hat_norm = jnp.linalg.norm(layer.xi_hat, axis=0) * present
     gamma = jnp.sum(jnp.abs(layer.sigma)) / jnp.sum(xi_norm + xi_hat_norm)
-    return jnp.stack([gamma * xi_norm, gamma * xi_hat_norm, jnp.abs(layer.sigma)])
+    return jnp.stack([gamma * xi_norm, gamma * xi_hat_norm, jnp.abs(layer.sigma) * present])
 
 
-def mode_importance(layer: ModeLayer) -> jax.Array:
+def mode_importance(layer: ModeLayer, mask: jax.Array | None = None) -> jax.Array:
     """``tau_a = gamma ||xi_a|| + gamma ||xi_hat_a|| + |sigma_a|`` (letter, Fig. 3), shape ``(p,)``
-    (zero for masked modes); see :func:`mode_importance_parts`."""
-    return jnp.sum(mode_importance_parts(layer), axis=0)
+    (zero for modes outside ``mask``); see :func:`mode_importance_parts`."""
+    return jnp.sum(mode_importance_parts(layer, mask), axis=0)
 
 
 def removal_mask(scores: jax.Array, fraction: jax.Array) -> jax.Array:
@@ -59,26 +61,78 @@ class RemovalCurves(NamedTuple):
 
 def removal_curves(
     params: Params, spec: NetworkSpec, images, labels, *, layer: int, fractions: jax.Array,
-    key: jax.Array, draws: int = 10, loss: str = "cross_entropy",
+    key: jax.Array, draws: int = 10, loss: str = "cross_entropy", mode_mask=None,
 ) -> RemovalCurves:
     """Accuracy as a growing fraction of one layer's modes is switched off (Fig. 3a).
 
     The modes of ``layer`` are removed (sigma zeroed) weakest-tau first, and in uniformly
     random order (``draws`` independent orders); every (fraction, order) pair is one vmapped
-    evaluation of the whole test set.
+    evaluation of the whole test set. ``mode_mask`` is the run's own mask (default: every
+    mode active).
     """
-    layers = mode_layers(params, spec)
-    tau = mode_importance(layers[layer])
-    ones = [jnp.ones_like(f.sigma) for f in layers]
+    mask = full_mask(spec) if mode_mask is None else tuple(mode_mask)
+    tau = mode_importance(mode_layers(params, spec)[layer], mask[layer])
 
     def evaluate(layer_mask):
-        masks = tuple(layer_mask if l == layer else m for l, m in enumerate(ones))
+        masks = with_layer_mask(mask, layer, layer_mask * mask[layer])
         return accuracy(params, images, labels, spec=spec, mode_mask=masks, loss=loss)
 
     weakest = jax.vmap(lambda f: evaluate(removal_mask(tau, f)))(fractions)
     random_scores = jax.random.uniform(key, (draws, tau.shape[0]), tau.dtype)
     per_draw = jax.vmap(lambda f: jax.vmap(lambda s: evaluate(removal_mask(s, f)))(random_scores))(fractions)
     return RemovalCurves(fractions, weakest, per_draw)
+
+
+class RemovalStudy(NamedTuple):
+    """Fig. 3 for a stack of runs (leading axis R): removal curves and the tau spectrum of one layer."""
+
+    weakest_first: jax.Array  # (R, F) accuracy removing the lowest-tau modes first
+    random: jax.Array  # (R, F, draws) accuracy removing modes in random order
+    tau: jax.Array  # (R, p) tau sorted in descending order
+    parts: jax.Array  # (R, 3, p) tau's three terms, in the same order
+    rank: jax.Array  # (R, p) rank of each mode, 0 for the largest tau
+
+
+def removal_study(
+    params: Params, spec: NetworkSpec, images, labels, *, layer: int, fractions: jax.Array, keys: jax.Array,
+    draws: int = 10, mode_mask=None, loss: str = "cross_entropy",
+) -> RemovalStudy:
+    """:func:`removal_curves` and the ranked tau of ``layer`` for every run of a stack.
+
+    One compiled program for all runs: a ``lax.map`` over the run axis (each run's removal
+    curves are already a vmap over fractions and orders of the whole test set, so a vmap over
+    runs too would hold R x F x draws copies of the activations). ``keys``: one per run, for
+    its random orders; ``mode_mask``: per layer ``(R, p)`` (default: every mode active).
+    """
+    runs = keys.shape[0]
+    masks = tuple(jnp.broadcast_to(m, (runs,) + m.shape) for m in full_mask(spec)) if mode_mask is None else tuple(mode_mask)
+
+    def one(run):
+        run_params, key, mask = run
+        curves = removal_curves(run_params, spec, images, labels, layer=layer, fractions=fractions, key=key,
+                                draws=draws, loss=loss, mode_mask=mask)
+        terms = mode_importance_parts(mode_layers(run_params, spec)[layer], mask[layer])
+        order = jnp.argsort(-terms.sum(0))
+        return RemovalStudy(curves.weakest_first, curves.random, terms.sum(0)[order], terms[:, order], jnp.argsort(order))
+
+    return jax.lax.map(one, (params, keys, masks))
+
+
+def accuracy_leading_and_tail(
+    params: Params, spec: NetworkSpec, images, labels, *, layer: int, rank: jax.Array, leading: int,
+    loss: str = "cross_entropy",
+) -> jax.Array:
+    """Test accuracy of every run keeping only its ``leading`` highest-tau modes of ``layer``,
+    and keeping only the others: ``(R, 2)``. ``rank`` is :attr:`RemovalStudy.rank`."""
+
+    def one(run):
+        run_params, run_rank = run
+        top = (run_rank < leading).astype(jax.tree.leaves(run_params)[0].dtype)
+        keep = lambda m: with_layer_mask(full_mask(spec), layer, m)
+        return jnp.stack([accuracy(run_params, images, labels, spec=spec, mode_mask=keep(top), loss=loss),
+                          accuracy(run_params, images, labels, spec=spec, mode_mask=keep(1 - top), loss=loss)])
+
+    return jax.lax.map(one, (params, rank))
 
 
 def pattern_dispersion(patterns: jax.Array) -> jax.Array:

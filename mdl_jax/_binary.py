@@ -72,17 +72,30 @@ class BinaryTraining(NamedTuple):
 
 def train_binary(
     dataset: Dataset, widths: Sequence[int], *, seeds: int, epochs: int, lr: float = 0.3,
-    batch_size: int = 200, l2: float = 1e-5, n_train: int | None = None,
+    batch_size: int = 200, l2: float = 1e-5, n_train: int | None = None, key: jax.Array | None = None,
 ) -> BinaryTraining:
     """Trains ``seeds`` binary networks at once (vmapped), Adam on the logits with an L2 penalty.
 
-    ``n_train`` keeps only the first training images (the over-parametrised regime).
+    Run ``r`` draws everything (initial logits, each epoch's order, samples and test
+    configuration) from its own key, ``split(key, seeds)[r]`` (``key`` defaults to
+    ``PRNGKey(0)``). One compiled program per shape: a second call with the same shapes and
+    settings compiles nothing. ``n_train`` keeps only the first training images (the
+    over-parametrised regime).
     """
     x_all = jnp.asarray(dataset.train_images[:n_train])
     y_all = jnp.asarray(dataset.train_labels[:n_train])
-    x_test, y_test = jnp.asarray(dataset.test_images), jnp.asarray(dataset.test_labels)
+    keys = jax.random.split(jax.random.PRNGKey(0) if key is None else key, seeds)
+    logits, accuracy = _train_runs(
+        keys, x_all, y_all, jnp.asarray(dataset.test_images), jnp.asarray(dataset.test_labels),
+        widths=tuple(widths), epochs=epochs, lr=lr, batch=min(batch_size, x_all.shape[0]), l2=l2,
+    )
+    return BinaryTraining(logits, accuracy.T)
+
+
+@functools.partial(jax.jit, static_argnames=("widths", "epochs", "lr", "batch", "l2"))
+def _train_runs(keys, x_all, y_all, x_test, y_test, *, widths, epochs, lr, batch, l2):
+    """The vmapped training of :func:`train_binary`: final logits and per-epoch accuracy."""
     n = x_all.shape[0]
-    batch = min(batch_size, n)
     steps = n // batch
     optimizer = optax.adam(lr)
 
@@ -114,8 +127,8 @@ def train_binary(
             lambda state, e: epoch(state, jax.random.fold_in(key, 1), e), (logits, optimizer.init(logits)), jnp.arange(epochs)
         )
 
-    (logits, _), accuracy = jax.jit(jax.vmap(run))(jax.random.split(jax.random.PRNGKey(0), seeds))
-    return BinaryTraining(logits, accuracy.T)
+    (logits, _), accuracy = jax.vmap(run)(keys)
+    return logits, accuracy
 
 
 def sample_weights(logits: list[jax.Array], key: jax.Array, count: int) -> list[jax.Array]:

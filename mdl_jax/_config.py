@@ -97,25 +97,21 @@ IDENTITY_KEYS = (
 )
 
 
-_FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
-_TYPES = typing.get_type_hints(TrainConfig)
-
-
-def _unknown_key(key: str) -> ConfigError:
-    close = difflib.get_close_matches(key, _FIELDS, n=1)
+def _unknown_key(key: str, known) -> ConfigError:
+    close = difflib.get_close_matches(key, known, n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
-    return ConfigError(f"unknown config key {key!r}{hint}; known keys: {', '.join(_FIELDS)}")
+    return ConfigError(f"unknown config key {key!r}{hint}; known keys: {', '.join(known)}")
 
 
-def _coerce(key: str, value: Any) -> Any:
-    """Checks and converts ``value`` to the type of field ``key``; scalars become 1-tuples."""
-    kind = _TYPES[key]
+def _coerce(key: str, value: Any, kind) -> Any:
+    """Checks and converts ``value`` to the type ``kind`` of field ``key``; a scalar given for
+    a tuple field becomes a 1-tuple."""
     origin = typing.get_origin(kind)
 
     def scalar(v, t):
         if t is float and isinstance(v, int) and not isinstance(v, bool):
             return float(v)
-        if not isinstance(v, t) or isinstance(v, bool):
+        if not isinstance(v, t) or isinstance(v, bool) and t is not bool:
             raise ConfigError(f"config key {key!r} needs {t.__name__} values, got {v!r}")
         return v
 
@@ -129,6 +125,27 @@ def _coerce(key: str, value: Any) -> Any:
     return scalar(value, base)
 
 
+def update_config(config, values: dict[str, Any] | None = None):
+    """A copy of the frozen dataclass ``config`` with ``values`` checked and applied.
+
+    The one way every config of the project (``TrainConfig`` and each figure's) takes
+    overrides: an unknown key is refused with the closest known one, a value of the wrong type
+    is refused naming the key, a scalar given for a list field becomes a one-element list.
+    """
+    kinds = typing.get_type_hints(type(config))
+    updates = {}
+    for key, value in (values or {}).items():
+        if key not in kinds:
+            raise _unknown_key(key, list(kinds))
+        updates[key] = _coerce(key, value, kinds[key])
+    return dataclasses.replace(config, **updates)
+
+
+def parse_overrides(texts) -> dict[str, Any]:
+    """``["key=value", ...]`` from a command line as a dict (see :func:`parse_override`)."""
+    return dict(parse_override(text) for text in texts)
+
+
 def make_config(values: dict[str, Any] | None = None, base: TrainConfig | None = None) -> TrainConfig:
     """A :class:`TrainConfig` from ``base`` (default: the defaults) updated with ``values``.
 
@@ -136,12 +153,7 @@ def make_config(values: dict[str, Any] | None = None, base: TrainConfig | None =
       ConfigError: an unknown key (with the closest known one), a value of the wrong type, or
         a setting that cannot work (unknown method, epochs < 1, ...).
     """
-    updates = {}
-    for key, value in (values or {}).items():
-        if key not in _FIELDS:
-            raise _unknown_key(key)
-        updates[key] = _coerce(key, value)
-    config = dataclasses.replace(base or TrainConfig(), **updates)
+    config = update_config(base or TrainConfig(), values)
     for method in config.methods:
         if method not in METHODS:
             raise ConfigError(f"unknown method {method!r} in 'methods'; choose from {', '.join(METHODS)}")

@@ -49,6 +49,9 @@ class Method(NamedTuple):
         uses); ``None`` for a mode method.
       penalty: ``(params, spec, mode_mask, orthogonality, sparsity) -> scalar`` added to the
         training loss, or ``None``.
+      apply: ``(params, x, spec, mode_mask) -> logits``, a model's own forward pass (a CNN, a
+        transformer, a Flax module's ``apply``); ``None``: the ReLU MLP over the layers above.
+        With it, any pure ``(init, apply)`` pair trains through the trainer and the run driver.
       shared_modes: every layer must have the same mode count (``mdl_1l1p``).
       rank_by_default: a missing mode count means each layer's full rank, and larger counts
         are capped at it (``svd``).
@@ -61,6 +64,7 @@ class Method(NamedTuple):
     mode_layers: Callable[[Params, NetworkSpec], list[ModeLayer]] | None = None
     weights: Callable[[Params, NetworkSpec], list[jax.Array]] | None = None
     penalty: Callable[..., jax.Array] | None = None
+    apply: Callable[..., jax.Array] | None = None
     shared_modes: bool = False
     rank_by_default: bool = False
     description: str = ""
@@ -182,8 +186,8 @@ METHODS: dict[str, Method] = {}
 
 def register_method(method: Method, *, replace: bool = False) -> Method:
     """Adds ``method`` to the table, so that specs, configs, the trainer and the CLI know it."""
-    if (method.mode_layers is None) == (method.weights is None):
-        raise SpecError(f"method {method.name!r} needs exactly one of mode_layers and weights")
+    if method.apply is None and (method.mode_layers is None) == (method.weights is None):
+        raise SpecError(f"method {method.name!r} needs its own apply, or exactly one of mode_layers and weights")
     if method.name in METHODS and not replace:
         raise SpecError(f"method {method.name!r} is already registered (pass replace=True to redefine it)")
     METHODS[method.name] = method
@@ -241,6 +245,17 @@ def mode_mask(modes: Sequence[int], padded: Sequence[int], dtype: str = "float32
     The one place a mode mask is built; ``()`` for a method without modes.
     """
     return tuple((jnp.arange(q) < p).astype(dtype) for p, q in zip(modes, padded))
+
+
+def full_mask(spec: NetworkSpec, dtype: str = "float32") -> tuple[jax.Array, ...]:
+    """Every mode of ``spec`` active: :func:`mode_mask` of its own mode counts."""
+    return mode_mask(spec.modes, spec.modes, dtype)
+
+
+def with_layer_mask(mask: Sequence[jax.Array], layer: int, layer_mask: jax.Array) -> tuple[jax.Array, ...]:
+    """``mask`` with the vector of ``layer`` replaced by ``layer_mask`` (e.g. to remove modes
+    from one layer only)."""
+    return tuple(layer_mask if l == layer else m for l, m in enumerate(mask))
 
 
 def zero_inactive_modes(params: Params, spec: NetworkSpec, mask: ModeMask) -> Params:

@@ -105,6 +105,10 @@ def apply(
       logits ``(..., N_L)``, and the list of hidden activations if ``return_hidden``.
     """
     method = get_method(spec.method)
+    if method.apply is not None:
+        if return_hidden:
+            raise SpecError(f"method {spec.method!r} has its own apply, which returns no hidden layers")
+        return method.apply(params, x, spec, mode_mask)
     if method.has_modes:
         maps = [lambda h, f=f: mode_map(f, h) for f in mode_layers(params, spec, mode_mask)]
     else:

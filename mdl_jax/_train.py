@@ -329,44 +329,63 @@ def train(
         np.asarray(runs.key), run_bytes=run_footprint_bytes(recipe),
         data_bytes=sum(a.nbytes for a in data), devices=devices, max_runs_per_chunk=max_runs_per_chunk,
     )
-    init, epoch_fn, test_fn = compiled_sweep_fns(recipe, layout.group_size)
     start = time.perf_counter()
-    data = to_devices(data, layout.replicated)
-    run_chunks = [to_devices(chunk, layout.run_sharding) for chunk in _chunks(runs, layout)]
-    if state is None:
-        states = [init(chunk) for chunk in run_chunks]
-    else:
-        states = [to_devices(chunk, layout.run_sharding) for chunk in _chunks(state, layout)]
-    offload = layout.num_chunks > 1  # between epochs, chunks wait in host memory
-
-    def whole(trees):
-        return jax.tree.map(lambda *parts: np.concatenate(parts)[: layout.num_runs], *trees)
-
-    initial_accuracy = whole(
-        [to_host(test_fn(s, r, data.test_images, data.test_labels)) for s, r in zip(states, run_chunks)]
-    )
+    chunks = _Chunks(recipe, layout, runs, to_devices(data, layout.replicated), state)
+    initial_accuracy = chunks.test_accuracy()
     if on_start is not None:
         on_start(initial_accuracy)
-    if offload:
-        states = [to_host(s) for s in states]
     history = []
     for epoch in range(start_epoch, start_epoch + epochs):
-        chunk_metrics = []
-        for c, chunk_runs in enumerate(run_chunks):
-            chunk_state = to_devices(states[c], layout.run_sharding) if offload else states[c]
-            chunk_state, metrics = epoch_fn(chunk_state, chunk_runs, data, jnp.asarray(epoch, jnp.int32))
-            chunk_metrics.append(to_host(metrics))
-            states[c] = to_host(chunk_state) if offload else chunk_state
-        metrics = whole(chunk_metrics)
+        metrics = chunks.epoch(epoch)
         history.append(metrics)
         if on_epoch is not None:
-            on_epoch(epoch, metrics, lambda: whole([to_host(s) for s in states]))
-    final_state = whole([to_host(s) for s in states])
+            on_epoch(epoch, metrics, chunks.state)
     stacked = (
         EpochMetrics(*(np.stack(field) for field in zip(*history)))
         if history else EpochMetrics(*(np.zeros((0, layout.num_runs)),) * len(EpochMetrics._fields))
     )
-    return TrainResult(final_state, initial_accuracy, stacked, time.perf_counter() - start)
+    return TrainResult(chunks.state(), initial_accuracy, stacked, time.perf_counter() - start)
+
+
+class _Chunks:
+    """The runs of a sweep on the devices, chunk by chunk: each chunk's state stays on the
+    devices, or waits in host memory between epochs when there are several chunks."""
+
+    def __init__(self, recipe: Recipe, layout: Layout, runs: RunHparams, data: DataArrays, state: TrainState | None):
+        self.layout, self.data = layout, data
+        self.init, self.epoch_fn, self.test_fn = compiled_sweep_fns(recipe, layout.group_size)
+        self.runs = [to_devices(chunk, layout.run_sharding) for chunk in _chunks(runs, layout)]
+        if state is None:
+            self.states = [self.init(chunk) for chunk in self.runs]
+        else:
+            self.states = [to_devices(chunk, layout.run_sharding) for chunk in _chunks(state, layout)]
+        self.offload = layout.num_chunks > 1
+
+    def _whole(self, trees):
+        return jax.tree.map(lambda *parts: np.concatenate(parts)[: self.layout.num_runs], *trees)
+
+    def test_accuracy(self) -> np.ndarray:
+        """Test accuracy of every run's current state, ``(runs,)``; afterwards, with several
+        chunks, the states move to host memory."""
+        accuracy = self._whole([to_host(self.test_fn(s, r, self.data.test_images, self.data.test_labels))
+                                for s, r in zip(self.states, self.runs)])
+        if self.offload:
+            self.states = [to_host(s) for s in self.states]
+        return accuracy
+
+    def epoch(self, epoch: int) -> EpochMetrics:
+        """Trains every chunk for one epoch; the metrics of all runs as host arrays."""
+        metrics = []
+        for c, chunk_runs in enumerate(self.runs):
+            chunk_state = to_devices(self.states[c], self.layout.run_sharding) if self.offload else self.states[c]
+            chunk_state, chunk_metrics = self.epoch_fn(chunk_state, chunk_runs, self.data, jnp.asarray(epoch, jnp.int32))
+            metrics.append(to_host(chunk_metrics))
+            self.states[c] = to_host(chunk_state) if self.offload else chunk_state
+        return self._whole(metrics)
+
+    def state(self) -> TrainState:
+        """The whole state, every run, as host arrays."""
+        return self._whole([to_host(s) for s in self.states])
 
 
 def _chunks(tree, layout: Layout) -> list:

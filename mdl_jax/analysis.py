@@ -6,8 +6,10 @@ from mdl_jax._analysis import (
     LogFit as LogFit,
     Orthogonality as Orthogonality,
     RemovalCurves as RemovalCurves,
+    RemovalStudy as RemovalStudy,
     TwoPowerLaws as TwoPowerLaws,
     accuracy as accuracy,
+    accuracy_leading_and_tail as accuracy_leading_and_tail,
     class_subspaces as class_subspaces,
     fit_log_growth as fit_log_growth,
     fit_two_power_laws as fit_two_power_laws,
@@ -21,5 +23,6 @@ from mdl_jax._analysis import (
     pattern_orthogonality as pattern_orthogonality,
     removal_curves as removal_curves,
     removal_mask as removal_mask,
+    removal_study as removal_study,
     subspace_overlap as subspace_overlap,
 )

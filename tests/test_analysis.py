@@ -10,11 +10,6 @@ from mdl_jax import analysis
 from conftest import random_dataset
 
 
-@pytest.fixture(autouse=True)
-def _standard_promotion():
-    with jax.numpy_dtype_promotion("standard"):  # optax's Adam needs it, see test_train.py
-        yield
-
 
 def test_mode_importance_formula():
     rng = np.random.default_rng(0)

@@ -15,11 +15,6 @@ TINY = {"dataset": "gaussian_mixture", "widths": [2, 6, 2], "modes": [2, 3], "se
         "epochs": 3, "learning_rates": [0.03]}
 
 
-@pytest.fixture(autouse=True)
-def _standard_promotion():
-    with jax.numpy_dtype_promotion("standard"):  # optax's Adam needs it, see test_train.py
-        yield
-
 
 def test_unknown_key_suggests_the_right_one():
     with pytest.raises(ConfigError, match="unknown config key 'epoch' \\(did you mean 'epochs'\\?\\)"):
@@ -115,6 +110,8 @@ def test_resume_after_a_crash_gives_the_uninterrupted_numbers(tmp_path):
     for method in ("mdl", "bp"):
         full, resumed = (mdl_jax.load_params(tmp_path / d, method) for d in ("full", "killed"))
         chex.assert_trees_all_equal(full.params, resumed.params)
+    kept = sorted(int(p.name) for p in (tmp_path / "killed" / "checkpoints" / "mdl").iterdir() if p.name.isdigit())
+    assert kept == [2, 3]  # checkpoint_keep = 2
     # resuming a finished sweep retrains nothing and changes nothing
     before = (tmp_path / "killed" / "metrics.jsonl").read_text()
     assert main(["train", "--resume", str(tmp_path / "killed"), "--quiet"]) == 0

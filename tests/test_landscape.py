@@ -10,7 +10,7 @@ from mdl_jax import landscape as ls
 
 @pytest.fixture(autouse=True)
 def _x64():
-    with jax.enable_x64(True), jax.numpy_dtype_promotion("standard"):
+    with jax.enable_x64(True):
         yield
 
 
@@ -130,8 +130,14 @@ def test_binary_trainer_beats_chance_on_pca20_mnist(mnist):
         covariance = np.cov(pca.train_images.T)
         assert np.allclose(covariance - np.diag(np.diag(covariance)), 0, atol=1e-2 * covariance.max())
         assert np.all(np.diff(np.diag(covariance)) <= 1e-6)  # components by decreasing variance
+        from mdl_jax._binary import _train_runs
+
+        compiled = _train_runs._cache_size()
         training = binary.train_binary(pca, (20, 15, 15, 10), seeds=2, epochs=3)
+        again = binary.train_binary(pca, (20, 15, 15, 10), seeds=2, epochs=3, key=jax.random.PRNGKey(5))
+        assert _train_runs._cache_size() == compiled + 1  # the second call compiles nothing
         assert float(training.test_accuracy[-1].min()) > 0.5  # chance: 0.1
+        assert not np.allclose(training.logits[0], again.logits[0])  # another root key, other networks
         scoring = pca._replace(test_images=pca.test_images[:2000], test_labels=pca.test_labels[:2000])
         samples, accuracy = binary.weight_samples(training, scoring, per_network=200, threshold=0.5, key=jax.random.PRNGKey(0))
     assert samples.shape[1] == 20 * 15 + 15 * 15 + 15 * 10 and set(np.unique(samples)) <= {-1, 1}

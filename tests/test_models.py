@@ -12,6 +12,14 @@ from mdl_jax import SpecError, make_spec
 WIDTHS = (784, 100, 100, 10)
 
 
+@pytest.fixture(autouse=True)
+def _strict_promotion():
+    """Our own model code is promotion-clean: silent rank and dtype promotion raise here (as in
+    diffrax's suite). Training (optax's Adam) needs standard promotion, see conftest.py."""
+    with jax.numpy_dtype_promotion("strict"):
+        yield
+
+
 @pytest.mark.parametrize(
     "method, modes, expected",
     [

@@ -10,7 +10,7 @@ from mdl_jax import online
 
 @pytest.fixture(autouse=True)
 def _x64():
-    with jax.enable_x64(True), jax.numpy_dtype_promotion("standard"):
+    with jax.enable_x64(True):
         yield
 
 

@@ -21,8 +21,7 @@ def test_readme_snippet_evaluates_a_padded_run_to_its_reported_accuracy(mnist_di
         assert old in code, f"the README snippet no longer contains {old}: update this test"
         code = code.replace(old, new)
     namespace: dict = {}
-    with jax.numpy_dtype_promotion("standard"):  # optax's Adam, see test_train.py
-        exec(compile(code, str(README), "exec"), namespace)
+    exec(compile(code, str(README), "exec"), namespace)
     reported = float(namespace["result"].metrics.test_accuracy[-1, 0])
     assert namespace["sweep"].infos[0].modes == (10, 10, 10) and reported > 0.85
     assert float(namespace["accuracy"]) == pytest.approx(reported, abs=2e-4)  # 2 of 10,000 test images

@@ -7,7 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import chex
 import jax
 import numpy as np
 import pytest
@@ -19,11 +18,6 @@ WIDTHS = (12, 10, 8, 3)
 ROOT = Path(__file__).parents[1]
 
 
-@pytest.fixture(autouse=True)
-def _standard_promotion():
-    with jax.numpy_dtype_promotion("standard"):  # optax's Adam needs it, see test_train.py
-        yield
-
 
 SHARD_WORKER = """
 import json, sys
@@ -34,7 +28,6 @@ sys.path.insert(0, sys.argv[1])
 import numpy as np, mdl_jax
 from conftest import random_dataset
 
-jax.config.update("jax_numpy_dtype_promotion", "standard")  # optax's Adam, see test_train.py
 data = random_dataset()
 out = {}
 for name, seeds, modes in (("even", range(8), [2, 4]), ("uneven", range(11), [1, 4])):
@@ -93,10 +86,6 @@ def test_chunk_plan_follows_memory_estimate_and_limits():
     assert mdl_jax.run_footprint_bytes(mdl_jax.build_sweep((784, 100, 10), "mdl", modes=[30]).recipe) > 4 * 30 * 900
 
 
-TINY = {"dataset": "gaussian_mixture", "widths": [2, 6, 2], "modes": [2, 3], "seeds": [0, 1],
-        "epochs": 4, "learning_rates": [0.03], "methods": ["mdl", "bp"]}
-
-
 def _cli(*args, env=None):
     return subprocess.run(
         [sys.executable, "-m", "mdl_jax._cli", "train", *args, "--quiet"], capture_output=True, text=True,
@@ -104,33 +93,6 @@ def _cli(*args, env=None):
     )
 
 
-# Trains a config into a workdir and SIGKILLs itself once the epoch-2 checkpoint of 'mdl' is on disk.
-KILLED_WORKER = """
-import json, os, signal, sys
-import mdl_jax
-config = mdl_jax.make_config(json.loads(open(sys.argv[1]).read()))
-kill = lambda method, epoch: os.kill(os.getpid(), signal.SIGKILL) if (method, epoch) == ("mdl", 2) else None
-mdl_jax.train_and_evaluate(config, sys.argv[2], progress=False, on_checkpoint=kill)
-"""
-
-
-def test_resume_after_sigkill_equals_uninterrupted(tmp_path):
-    config = tmp_path / "tiny.json"
-    config.write_text(json.dumps(TINY))
-    full = _cli("--config", str(config), "--workdir", str(tmp_path / "full"))
-    assert full.returncode == 0, full.stderr[-2000:]
-    killed = subprocess.run([sys.executable, "-c", KILLED_WORKER, str(config), str(tmp_path / "killed")],
-                            capture_output=True, text=True, timeout=600, cwd=ROOT)
-    assert killed.returncode == -9  # SIGKILL, right after the epoch-2 checkpoint of 'mdl'
-    assert not (tmp_path / "killed" / "summary.json").exists()
-    resumed = _cli("--resume", str(tmp_path / "killed"))
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert (tmp_path / "full" / "metrics.jsonl").read_text() == (tmp_path / "killed" / "metrics.jsonl").read_text()
-    for method in ("mdl", "bp"):
-        a, b = (mdl_jax.load_params(tmp_path / d, method).params for d in ("full", "killed"))
-        chex.assert_trees_all_equal(a, b)  # bitwise on CPU
-    kept = sorted(int(p.name) for p in (tmp_path / "killed" / "checkpoints" / "mdl").iterdir() if p.name.isdigit())
-    assert kept == [3, 4]  # checkpoint_keep = 2
 
 
 def test_nan_injected_run_is_frozen_and_the_others_untouched():

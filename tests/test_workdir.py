@@ -21,11 +21,6 @@ TINY = {"dataset": "gaussian_mixture", "widths": [2, 6, 2], "modes": [1, 2], "se
         "epochs": 2, "learning_rates": [0.03], "methods": ["mdl"]}
 
 
-@pytest.fixture(autouse=True)
-def _standard_promotion():
-    with jax.numpy_dtype_promotion("standard"):  # optax's Adam needs it, see test_train.py
-        yield
-
 
 def _train(tmp_path, name="run", **changes):
     config = tmp_path / f"{name}.json"
@@ -169,3 +164,30 @@ def test_a_method_registered_in_one_place_trains_through_the_cli(tmp_path):
         mdl_jax.unregister_method("sigma_only")
     with pytest.raises(mdl_jax.ConfigError, match="unknown method 'sigma_only'"):
         mdl_jax.make_config({"methods": ["sigma_only"]})
+
+
+def test_a_model_with_its_own_apply_trains_through_the_driver(tmp_path):
+    """Any pure (init, apply) pair is a method: here a one-hidden-layer network with biases."""
+
+    def init(key, spec, dtype):
+        k1, k2 = jax.random.split(key)
+        (n0, n1, n2) = spec.widths
+        return {"w": [jax.random.normal(k1, (n0, n1), dtype) / np.sqrt(n0), jax.random.normal(k2, (n1, n2), dtype) / np.sqrt(n1)],
+                "b": [jnp.zeros(n1, dtype), jnp.zeros(n2, dtype)]}
+
+    def apply(params, x, spec, mode_mask):
+        h = jnp.tanh(x @ params["w"][0] + params["b"][0])
+        return h @ params["w"][1] + params["b"][1]
+
+    mdl_jax.register_method(mdl_jax.Method("tanh_net", init, lambda s: s.widths[1] * (s.widths[0] + s.widths[2] + 1) + s.widths[2],
+                                           apply=apply))
+    try:
+        assert _train(tmp_path, methods=["tanh_net"], epochs=4, widths=[2, 8, 2], learning_rates=[0.05]) == 0
+        saved = mdl_jax.load_params(tmp_path / "run", "tanh_net")
+        reported = json.loads((tmp_path / "run" / "summary.json").read_text())["runs"][0]
+        data = mdl_jax.load_dataset("gaussian_mixture")
+        logits = mdl_jax.apply(mdl_jax.select_run(saved.params, 0), jnp.asarray(data.test_images), spec=saved.spec)
+        assert float(np.mean(np.argmax(logits, -1) == data.test_labels)) == pytest.approx(reported["final_test_accuracy"], abs=1e-6)
+        assert reported["final_test_accuracy"] > 0.9 and reported["param_count"] == 42
+    finally:
+        mdl_jax.unregister_method("tanh_net")
