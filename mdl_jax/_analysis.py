@@ -30,7 +30,7 @@ def mode_importance_parts(layer: ModeLayer, mask: jax.Array | None = None) -> ja
     present = jnp.ones_like(layer.sigma) if mask is None else mask.astype(layer.sigma.dtype)
     xi_norm = jnp.linalg.norm(layer.xi, axis=0) * present
     xi_hat_norm = jnp.linalg.norm(layer.xi_hat, axis=0) * present
-    gamma = jnp.sum(jnp.abs(layer.sigma)) / jnp.sum(xi_norm + xi_hat_norm)
+    gamma = jnp.sum(jnp.abs(layer.sigma) * present) / jnp.sum(xi_norm + xi_hat_norm)
     return jnp.stack([gamma * xi_norm, gamma * xi_hat_norm, jnp.abs(layer.sigma) * present])
 
 

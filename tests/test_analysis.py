@@ -19,7 +19,8 @@ def test_mode_importance_formula():
     gamma = np.abs(sigma).sum() / norms.sum()
     np.testing.assert_allclose(tau, gamma * norms + np.abs(sigma), rtol=1e-5)
     # a masked mode is absent: tau 0, and gamma of the others as without it
-    masked = analysis.mode_importance(mdl_jax.ModeLayer(jnp.asarray(xi_hat), jnp.asarray(sigma * [1, 1, 1, 0]), jnp.asarray(xi)))
+    masked = analysis.mode_importance(mdl_jax.ModeLayer(jnp.asarray(xi_hat), jnp.asarray(sigma), jnp.asarray(xi)),
+                                      jnp.asarray([1.0, 1.0, 1.0, 0.0]))
     three = analysis.mode_importance(mdl_jax.ModeLayer(jnp.asarray(xi_hat[:, :3]), jnp.asarray(sigma[:3]), jnp.asarray(xi[:, :3])))
     np.testing.assert_allclose(masked, np.append(three, 0.0), rtol=1e-5)
 
