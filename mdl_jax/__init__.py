@@ -80,6 +80,7 @@ from mdl_jax._train import (
 from mdl_jax import analysis as analysis
 from mdl_jax import binary as binary
 from mdl_jax import landscape as landscape
+from mdl_jax import nn as nn
 from mdl_jax import online as online
 
 __version__ = "0.1.0"

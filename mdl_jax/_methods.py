@@ -52,6 +52,8 @@ class Method(NamedTuple):
       apply: ``(params, x, spec, mode_mask) -> logits``, a model's own forward pass (a CNN, a
         transformer, a Flax module's ``apply``); ``None``: the ReLU MLP over the layers above.
         With it, any pure ``(init, apply)`` pair trains through the trainer and the run driver.
+      mask_params: ``(params, spec, mode_mask) -> params`` with inactive modes zeroed, for a
+        parameter layout other than "mode axis last" (see :func:`zero_inactive_modes`).
       shared_modes: every layer must have the same mode count (``mdl_1l1p``).
       rank_by_default: a missing mode count means each layer's full rank, and larger counts
         are capped at it (``svd``).
@@ -65,6 +67,7 @@ class Method(NamedTuple):
     weights: Callable[[Params, NetworkSpec], list[jax.Array]] | None = None
     penalty: Callable[..., jax.Array] | None = None
     apply: Callable[..., jax.Array] | None = None
+    mask_params: Callable[[Params, NetworkSpec, ModeMask], Params] | None = None
     shared_modes: bool = False
     rank_by_default: bool = False
     description: str = ""
@@ -264,8 +267,11 @@ def zero_inactive_modes(params: Params, spec: NetworkSpec, mask: ModeMask) -> Pa
     A padded run trained this way holds exact zeros in its unused modes, so its parameters
     evaluate correctly with or without the mask; the active modes are untouched.
     """
-    if mask is None or not get_method(spec.method).has_modes:
+    method = get_method(spec.method)
+    if mask is None or not method.has_modes:
         return params
+    if method.mask_params is not None:
+        return method.mask_params(params, spec, mask)
     last = spec.num_layers - 1
     return {
         name: [a * mask[min(i, last)].astype(a.dtype) for i, a in enumerate(arrays)]

@@ -69,13 +69,16 @@ def mode_layers(params: Params, spec: NetworkSpec, mode_mask: ModeMask = None) -
     return [layer._replace(sigma=layer.sigma * m) for layer, m in zip(layers, mode_mask)]
 
 
-def mode_map(layer: ModeLayer, h: jax.Array) -> jax.Array:
+def mode_map(layer: ModeLayer, h: jax.Array, *, project=None) -> jax.Array:
     """``h @ W`` for ``W = xi_hat diag(sigma) xi^T``, as ``((h @ xi_hat) * sigma) @ xi^T``.
 
     ``O(p (N_l + N_{l+1}))`` per example; ``W`` is never formed. The one implementation of
-    the mode map, used by :func:`apply` and by every mode-decomposed layer.
+    the mode map, used by :func:`apply` and by every mode-decomposed layer: ``project(h,
+    xi_hat)`` replaces the projection ``h @ xi_hat`` onto the modes (a convolution in
+    :class:`mdl_jax.nn.ModeConv`).
     """
-    return ((h @ layer.xi_hat) * layer.sigma) @ layer.xi.T
+    z = h @ layer.xi_hat if project is None else project(h, layer.xi_hat)
+    return (z * layer.sigma) @ layer.xi.T
 
 
 def effective_weights(params: Params, spec: NetworkSpec, mode_mask: ModeMask = None) -> list[jax.Array]:

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 from tqdm.auto import tqdm
@@ -45,6 +46,7 @@ from tqdm.auto import tqdm
 from mdl_jax._config import ConfigError, TrainConfig, sweep_modes
 from mdl_jax._data import DataError, Dataset, fingerprint, load_dataset
 from mdl_jax._methods import make_spec
+from mdl_jax._models import init_params
 from mdl_jax._spec import NetworkSpec, SpecError
 from mdl_jax._train import (
     DIVERGENCE_CAUSES, EpochMetrics, Sweep, build_sweep, check_data, compiled_sweep_fns, data_arrays, train,
@@ -69,18 +71,16 @@ def _write_json(path: Path, value: Any) -> None:
     _atomic_write(path, lambda tmp: tmp.write_text(json.dumps(value, indent=2) + "\n"))
 
 
-def flatten_params(params: dict[str, list]) -> dict[str, np.ndarray]:
-    """``{"xi_hat": [a, b]}`` -> ``{"xi_hat/0": a, "xi_hat/1": b}`` (host arrays)."""
-    return {f"{name}/{l}": np.asarray(a) for name, arrays in params.items() for l, a in enumerate(arrays)}
+def _flat(prefix: str, tree) -> dict[str, np.ndarray]:
+    """``{prefix + path: leaf}`` of a pytree, paths as ``jax.tree_util.keystr`` writes them."""
+    return {prefix + jax.tree_util.keystr(path): np.asarray(leaf)
+            for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
-def unflatten_params(flat: dict[str, np.ndarray]) -> dict[str, list[np.ndarray]]:
-    """Inverse of :func:`flatten_params`."""
-    params: dict[str, dict[int, np.ndarray]] = {}
-    for key, array in flat.items():
-        name, layer = key.rsplit("/", 1)
-        params.setdefault(name, {})[int(layer)] = array
-    return {name: [layers[l] for l in sorted(layers)] for name, layers in params.items()}
+def _unflat(prefix: str, flat: dict[str, np.ndarray], like):
+    """The pytree of structure ``like`` whose leaves :func:`_flat` wrote under ``prefix``."""
+    paths, treedef = jax.tree_util.tree_flatten_with_path(like)
+    return jax.tree_util.tree_unflatten(treedef, [flat[prefix + jax.tree_util.keystr(p)] for p, _ in paths])
 
 
 class SavedRuns(NamedTuple):
@@ -104,17 +104,18 @@ def load_params(workdir: str | os.PathLike, method: str) -> SavedRuns:
         raise FileNotFoundError(f"{path} does not exist: has method {method!r} finished training there?")
     with np.load(path) as archive:
         flat = dict(archive)
-    meta = json.loads(str(flat.pop("meta")))
-    masks = unflatten_params({k: v for k, v in flat.items() if k.startswith("mode_mask/")})
-    params = unflatten_params({k: v for k, v in flat.items() if not k.startswith("mode_mask/")})
+    meta = json.loads(str(flat["meta"]))
     spec = make_spec(meta["widths"], meta["modes"] or None, method)
-    return SavedRuns(params, tuple(masks.get("mode_mask", [])), spec, meta["runs"])
+    like = jax.eval_shape(lambda k: init_params(k, spec, dtype=jnp.dtype(meta["dtype"])), jax.random.PRNGKey(0))
+    masks = tuple(flat[f"mode_mask[{l}]"] for l in range(len(spec.modes)))
+    return SavedRuns(_unflat("params", flat, like), masks, spec, meta["runs"])
 
 
 def _save_params(path: Path, sweep: Sweep, params) -> None:
-    flat = flatten_params(params) | flatten_params({"mode_mask": list(sweep.runs.mode_mask)})
     spec = sweep.recipe.spec
-    meta = {"widths": list(spec.widths), "modes": list(spec.modes), "runs": [i._asdict() for i in sweep.infos]}
+    meta = {"widths": list(spec.widths), "modes": list(spec.modes), "dtype": sweep.recipe.dtype,
+            "runs": [i._asdict() for i in sweep.infos]}
+    flat = _flat("params", params) | _flat("mode_mask", list(sweep.runs.mode_mask))
     _atomic_write(path, lambda tmp: np.savez(tmp, meta=np.asarray(json.dumps(meta)), **flat))
 
 
