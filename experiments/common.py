@@ -79,6 +79,7 @@ class Grid(NamedTuple):
     runs: list[dict]  # per run: method, modes, seed, learning_rate, param_count
     test_accuracy: np.ndarray  # (epochs, runs), after each epoch
     test_loss: np.ndarray  # (epochs, runs)
+    wall_time_s: float  # of the grid's training program(s)
 
 
 def train_grid(out: Path, grid: str, data, widths, method, *, modes=(None,), seeds, lr, epochs, **recipe) -> Grid:
@@ -96,7 +97,8 @@ def train_grid(out: Path, grid: str, data, widths, method, *, modes=(None,), see
     mdl_jax.train_and_evaluate(config, workdir, resume=resume, dataset=data)
     saved = mdl_jax.load_params(workdir, method)
     metric = lambda field: mdl_jax.load_metrics(workdir, method, field)[1:]
-    return Grid(saved.params, saved.spec, saved.runs, metric("test_accuracy"), metric("test_loss"))
+    wall = json.loads((workdir / "summary.json").read_text())["runs"][0]["wall_time_s"]
+    return Grid(saved.params, saved.spec, saved.runs, metric("test_accuracy"), metric("test_loss"), wall)
 
 
 def by_modes(grid: Grid, values: np.ndarray) -> dict[int, np.ndarray]:

@@ -155,6 +155,10 @@ def _init_bp(key, spec: NetworkSpec, dtype) -> Params:
     ]}
 
 
+def _init_bp_fanin(key, spec: NetworkSpec, dtype) -> Params:
+    return {"weights": [jax.random.normal(factor_key(key, l, 0), (a, b), dtype) for l, (a, b) in enumerate(_pairs(spec))]}
+
+
 # --- svd (Yang et al. 2020) ----------------------------------------------------------------
 
 
@@ -231,6 +235,12 @@ register_method(Method(
     "bp", _init_bp, lambda spec: sum(a * b for a, b in _pairs(spec)),
     weights=lambda params, spec: list(params["weights"]),
     description="plain weight matrices, z = h @ W, W ~ N(0, 1/N_l)",
+))
+register_method(Method(
+    "bp_fanin", _init_bp_fanin, lambda spec: sum(a * b for a, b in _pairs(spec)),
+    weights=lambda params, spec: [w / math.sqrt(w.shape[0]) for w in params["weights"]],
+    description="the authors' BP: z = h @ W / sqrt(N_l), W ~ N(0, 1); under Adam an effective "
+    "learning rate about lr / sqrt(N_l) (method notes, section 3)",
 ))
 register_method(Method(
     "svd", _init_svd, _count_modes(1),

@@ -207,3 +207,21 @@ def test_params_whose_widths_do_not_chain_are_rejected():
         mdl_jax.check_params(params, spec)
     with pytest.raises(SpecError, match="needs"):
         mdl_jax.check_params({"weights": []}, spec)
+
+
+def test_bp_fanin_is_bp_with_weights_scaled_by_the_fan_in():
+    """The authors' BP (method notes, section 3): z = h @ W / sqrt(N_l) with W ~ N(0, 1), so the
+    same function as standard BP at W / sqrt(N_l) and the same parameter count; its gradient
+    in W is the standard one divided by sqrt(N_l)."""
+    widths = (12, 9, 4)
+    fanin, plain = make_spec(widths, None, "bp_fanin"), make_spec(widths, None, "bp")
+    params = mdl_jax.init_params(jax.random.PRNGKey(0), fanin)
+    assert mdl_jax.param_count(fanin) == mdl_jax.param_count(plain) == 12 * 9 + 9 * 4
+    assert abs(float(jnp.std(params["weights"][0])) - 1.0) < 0.2  # N(0, 1), not N(0, 1/N)
+    scaled = {"weights": [w / w.shape[0] ** 0.5 for w in params["weights"]]}
+    x = jax.random.normal(jax.random.PRNGKey(1), (5, 12))
+    np.testing.assert_allclose(mdl_jax.apply(params, x, spec=fanin), mdl_jax.apply(scaled, x, spec=plain), rtol=1e-5)
+    loss = lambda p, spec: jnp.sum(mdl_jax.apply(p, x, spec=spec) ** 2)
+    g_fanin, g_plain = jax.grad(loss)(params, fanin), jax.grad(loss)(scaled, plain)
+    for w, a, b in zip(params["weights"], g_fanin["weights"], g_plain["weights"]):
+        np.testing.assert_allclose(a, b / w.shape[0] ** 0.5, rtol=1e-4, atol=1e-6)
