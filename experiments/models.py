@@ -3,6 +3,8 @@ transformer on MNIST, each with mode-decomposed layers (``mdl_jax.nn``) or plain
 registered as methods (``cnn_modes``, ``cnn_plain``, ``vit_modes``, ``vit_plain``) so that they
 train through the run driver like the letter's MLPs.
 
+Importing this module registers them, so a config can name it in ``imports``:
+``mdl-jax train --set imports=experiments.models --set methods=cnn_modes --set "widths=[784,16,32,10]"``.
 A spec's ``modes`` lists one count per mode layer; its ``widths`` are only checked at the ends
 (784 inputs, 10 classes), so ``widths`` has one entry more than the model has mode layers.
 """
@@ -74,7 +76,7 @@ class ViT(nnx.Module):
     def _attention(self, h, b, mask):
         heads = lambda t: t.reshape(*t.shape[:-1], VIT_HEADS, VIT_WIDTH // VIT_HEADS)
         q, k, v = (heads(_call(getattr(self, f"{n}{b}"), h, mask, 6 * b + j)) for j, n in enumerate("qkv"))
-        weights = jax.nn.softmax(jnp.einsum("...qhd,...khd->...hqk", q, k) / jnp.sqrt(q.shape[-1]), axis=-1)
+        weights = jax.nn.softmax(jnp.einsum("...qhd,...khd->...hqk", q, k) / q.shape[-1] ** 0.5, axis=-1)
         out = jnp.einsum("...hqk,...khd->...qhd", weights, v).reshape(h.shape)
         return _call(getattr(self, f"o{b}"), out, mask, 6 * b + 3)
 
@@ -97,3 +99,6 @@ def register() -> None:
             build = lambda key, spec, dtype, model=model, modes=modes: model(key, spec, dtype, modes=modes)
             mdl_jax.register_method(flax_method(name, build, modes=modes, description=f"{model.__doc__.splitlines()[0]}"),
                                     replace=True)
+
+
+register()  # importing the module (e.g. through a config's 'imports') makes the models known

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import difflib
 import json
 import tomllib
@@ -55,6 +56,9 @@ class TrainConfig:
       loss: ``cross_entropy`` or ``mse`` (one output: targets +-1, as in the letter's Fig. 1).
       checkpoint_every: write a checkpoint every this many epochs (0: only after the last epoch).
       checkpoint_keep: how many of the latest checkpoints to keep.
+      imports: Python modules imported before anything else, to register methods of your own
+        (e.g. Flax models through ``mdl_jax.nn.flax_method``); stored with the run, so that
+        ``--resume`` finds them again.
       max_runs_per_chunk: at most this many runs on the devices at once; larger sweeps are
         trained chunk by chunk (``None``: estimated from each run's memory).
     """
@@ -78,6 +82,7 @@ class TrainConfig:
     checkpoint_every: int = 1
     checkpoint_keep: int = 2
     max_runs_per_chunk: int | None = None
+    imports: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
@@ -154,6 +159,11 @@ def make_config(values: dict[str, Any] | None = None, base: TrainConfig | None =
         a setting that cannot work (unknown method, epochs < 1, ...).
     """
     config = update_config(base or TrainConfig(), values)
+    for module in config.imports:
+        try:
+            importlib.import_module(module)
+        except ImportError as err:
+            raise ConfigError(f"'imports': cannot import {module!r} ({err}); is it on PYTHONPATH?") from None
     for method in config.methods:
         if method not in METHODS:
             raise ConfigError(f"unknown method {method!r} in 'methods'; choose from {', '.join(METHODS)}")

@@ -6,6 +6,8 @@ import json
 import jax
 import pytest
 
+import mdl_jax
+
 from experiments import fig4
 
 
@@ -177,3 +179,23 @@ def test_a_killed_figure_run_resumes_to_the_uninterrupted_results(tmp_path):
     again = run("--out", str(tmp_path / "killed"))  # a finished figure run only redraws
     assert again.returncode == 0 and " epoch " not in again.stderr
     assert {p: p.read_bytes() for p in before} == before and numbers("killed") == numbers("full")
+
+
+@pytest.mark.mnist
+def test_beyond_mlp_tiny(tmp_path, mnist):
+    from experiments import beyond_mlp
+    from experiments.configs.beyond_mlp import BeyondMLPSettings
+
+    settings = BeyondMLPSettings(seeds=2, epochs=1, n_train=1000, cnn_modes=(2, 4), vit_modes=(2, 4), analysis_images=200,
+                                 fractions=3, random_draws=2)
+    with jax.enable_x64(False):  # float32 models, as in a real run
+        results = beyond_mlp.run(settings, _mnist_slice(mnist, n_train=1000, n_test=500), tmp_path)
+    saved = _written(tmp_path, "beyond_mlp")
+    for family, layers in (("cnn", 3), ("vit", 12)):
+        r = saved[family]
+        assert set(r["modes"]) == {"2", "4"} and r["plain"]["params"] > r["modes"]["4"]["params"] > r["modes"]["2"]["params"]
+        assert len(r["tau_by_rank"]) == 4 and r["removal"]["weakest_first"][0] == pytest.approx(r["removal"]["random"][0])
+        assert (tmp_path / "runs" / f"{family}_modes" / "summary.json").is_file()
+        spec = mdl_jax.load_params(tmp_path / "runs" / f"{family}_modes", f"{family}_modes").spec
+        assert len(spec.modes) == layers
+    assert results["cnn"]["plain"]["params"] == 20490

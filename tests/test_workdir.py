@@ -191,3 +191,18 @@ def test_a_model_with_its_own_apply_trains_through_the_driver(tmp_path):
         assert reported["final_test_accuracy"] > 0.9 and reported["param_count"] == 42
     finally:
         mdl_jax.unregister_method("tanh_net")
+
+
+def test_a_config_imports_the_module_that_registers_its_method(tmp_path, capsys):
+    assert _train(tmp_path, methods=["toy_linear"], widths=[2, 2], imports=["toy_methods"]) == 0
+    workdir = tmp_path / "run"
+    assert json.loads((workdir / "config.json").read_text())["imports"] == ["toy_methods"]
+    mdl_jax.unregister_method("toy_linear")  # a new process would not know it, nor have the module
+    sys.modules.pop("toy_methods")
+    config = json.loads((workdir / "config.json").read_text())
+    (workdir / "config.json").write_text(json.dumps({**config, "epochs": 3}))
+    assert main(["train", "--resume", str(workdir), "--quiet"]) == 0  # imported again from the config
+    assert json.loads((workdir / "summary.json").read_text())["runs"][0]["epochs"] == 3
+    mdl_jax.unregister_method("toy_linear")
+    assert main(["train", "--set", "imports=no_such_module", "--workdir", str(tmp_path / "x"), "--quiet"]) == 2
+    assert "cannot import 'no_such_module'" in capsys.readouterr().err
