@@ -54,6 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.cpu_devices:
         jax.config.update("jax_num_cpu_devices", args.cpu_devices)
     if args.distributed:
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")  # collectives between CPU processes
         jax.distributed.initialize(
             coordinator_address=args.coordinator, num_processes=args.num_processes, process_id=args.process_id
         )

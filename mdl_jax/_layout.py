@@ -91,7 +91,8 @@ def plan_layout(
         load = math.ceil(groups / len(devices))
         devices = devices[: next(n for n in range(1, len(devices) + 1) if math.ceil(groups / n) == load)]
     if max_runs_per_chunk is None:
-        per_device = max(memory_budget_bytes(devices[0]) - data_bytes, run_bytes) // run_bytes
+        local = next(d for d in devices if d.process_index == jax.process_index())  # only its own memory is visible
+        per_device = max(memory_budget_bytes(local) - data_bytes, run_bytes) // run_bytes
         max_runs_per_chunk = per_device * len(devices)
     if max_runs_per_chunk < 1:
         raise ValueError(f"max_runs_per_chunk must be >= 1, got {max_runs_per_chunk}")

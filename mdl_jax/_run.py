@@ -41,6 +41,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
 from tqdm.auto import tqdm
 
 from mdl_jax._config import ConfigError, TrainConfig, sweep_modes
@@ -464,6 +465,8 @@ def train_and_evaluate(
     """
     workdir, writer = Path(workdir), jax.process_index() == 0
     prepared = prepare(config, workdir, resume=resume, dataset=dataset)
+    if jax.process_count() > 1:  # every process checks the workdir before process 0 writes into it
+        multihost_utils.sync_global_devices("mdl_jax: workdir checked")
     if writer:
         _write_json(workdir / "config.json", config.to_json())
         _write_json(workdir / "fingerprint.json", prepared.fingerprint)

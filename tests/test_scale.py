@@ -130,3 +130,43 @@ def test_diverging_runs_are_marked_and_an_all_diverged_sweep_says_so(tmp_path):
     assert "all 1 runs diverged" in absurd.stderr and "lower the learning rate" in absurd.stderr
     assert "Traceback" not in absurd.stderr
     assert (tmp_path / "absurd" / "summary.json").is_file()  # nothing computed is lost
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_train_one_sharded_sweep_like_one_process(tmp_path):
+    """Two JAX processes on this machine (a localhost coordinator, CPU collectives over gloo)
+    train one sweep through `mdl-jax train --distributed`; the workdir, written once by
+    process 0, holds the numbers of the single-process sweep."""
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps({"dataset": "gaussian_mixture", "widths": [2, 6, 2], "modes": [1, 2],
+                                  "seeds": [0, 1, 2, 3], "epochs": 2, "learning_rates": [0.03]}))
+    port = _free_port()
+    base = [sys.executable, "-m", "mdl_jax._cli", "train", "--config", str(config), "--quiet"]
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    workers = [subprocess.Popen(base + ["--workdir", str(tmp_path / "two"), "--distributed", "--coordinator",
+                                        f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", str(i)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env)
+               for i in range(2)]
+    outputs = [w.communicate(timeout=600) for w in workers]
+    assert [w.returncode for w in workers] == [0, 0], outputs[0][1][-3000:] + outputs[1][1][-3000:]
+    one = subprocess.run(base + ["--workdir", str(tmp_path / "one")], capture_output=True, text=True, cwd=ROOT, env=env,
+                         timeout=600)
+    assert one.returncode == 0, one.stderr[-3000:]
+    lines = lambda d: [json.loads(l) for l in (tmp_path / d / "metrics.jsonl").read_text().splitlines()]
+    assert len(lines("two")) == len(lines("one")) == 8 * 3  # every run's epochs 0-2, written once
+    for a, b in zip(lines("two"), lines("one")):
+        assert a.keys() == b.keys()
+        assert all(a[k] == (pytest.approx(b[k], rel=1e-5) if isinstance(b[k], float) else b[k]) for k in a)
+    two, single = (mdl_jax.load_params(tmp_path / d, "mdl").params for d in ("two", "one"))
+    for a, b in zip(jax.tree.leaves(two), jax.tree.leaves(single)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    tables = [json.loads((tmp_path / d / "summary.json").read_text())["table"] for d in ("two", "one")]
+    for a, b in zip(*tables):
+        assert a["mean_test_accuracy"] == pytest.approx(b["mean_test_accuracy"], rel=1e-5) and a["seeds"] == b["seeds"] == 4
