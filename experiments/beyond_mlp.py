@@ -55,9 +55,12 @@ def run(settings: BeyondMLPSettings, data: mdl_jax.Dataset, out: Path, *, plot: 
     data = data._replace(train_images=data.train_images[: s.n_train], train_labels=data.train_labels[: s.n_train])
     x, y = jnp.asarray(data.test_images[: s.analysis_images]), jnp.asarray(data.test_labels[: s.analysis_images])
     results = {"settings": dataclasses.asdict(s), "fractions": np.linspace(0.0, 1.0, s.fractions)}
-    for family, widths, modes, layer in (("cnn", models.CNN_WIDTHS, s.cnn_modes, s.cnn_layer),
-                                         ("vit", models.VIT_WIDTHS, s.vit_modes, s.vit_layer)):
-        results[family] = _family(s, data, out, family, widths, modes, layer, x, y)
+    families = {"cnn": (models.CNN_WIDTHS, s.cnn_modes, s.cnn_layer), "vit": (models.VIT_WIDTHS, s.vit_modes, s.vit_layer)}
+    unknown = set(s.families) - set(families)
+    if unknown:
+        raise SystemExit(f"error: unknown families {sorted(unknown)} in 'families'; choose from cnn, vit")
+    for family in s.families:
+        results[family] = _family(s, data, out, family, *families[family], x, y)
     results["wall_time_s"] = time.perf_counter() - start
     common.save(out, "beyond_mlp", results, settings, draw(results) if plot else None)
     return results
@@ -67,7 +70,7 @@ def draw(results: dict):
     plt = common.pyplot()
     fig, axes = plt.subplots(1, 4, figsize=(18, 4.2), constrained_layout=True)
     names = {"cnn": "CNN (2 conv + dense)", "vit": "ViT (2 blocks, width 64)"}
-    for ax, family in zip(axes[:2], ("cnn", "vit")):
+    for ax, family in zip(axes[:2], [f for f in ("cnn", "vit") if f in results]):
         r = results[family]
         ps = sorted(r["modes"], key=int)
         ax.errorbar([r["modes"][p]["params"] for p in ps], [r["modes"][p]["mean"] for p in ps],
@@ -78,7 +81,7 @@ def draw(results: dict):
         ax.set(xscale="log", xlabel="trainable parameters", ylabel="test accuracy", title=names[family])
         ax.legend(fontsize=8)
     fractions = np.asarray(results["fractions"])
-    for family, color in (("cnn", "tab:blue"), ("vit", "tab:orange")):
+    for family, color in [(f, c) for f, c in (("cnn", "tab:blue"), ("vit", "tab:orange")) if f in results]:
         r = results[family]
         tau = np.asarray(r["tau_by_rank"])
         axes[2].loglog(np.arange(1, len(tau) + 1), tau, "o-", ms=3, color=color, label=f"{family.upper()} layer {r['analysis_layer']}, p = {r['analysis_modes']}")

@@ -6,34 +6,12 @@ Our own model code is checked under strict promotion in test_models.py.
 """
 
 import os
-import shutil
-import tempfile
 
 import jax
 import numpy as np
 import pytest
 
 import mdl_jax
-
-#: One compilation cache for the whole run (every xdist worker and every subprocess a test
-#: starts): the same program (a CLI run, a figure's grid, a resumed sweep) compiles once.
-CACHE_ENV = "JAX_COMPILATION_CACHE_DIR"
-
-
-def pytest_configure(config):
-    if not hasattr(config, "workerinput") and CACHE_ENV not in os.environ:  # the controller, before the workers
-        config._mdl_cache = tempfile.mkdtemp(prefix="mdl_jax_test_cache_")
-        os.environ[CACHE_ENV] = config._mdl_cache
-        os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
-    jax.config.update("jax_compilation_cache_dir", os.environ[CACHE_ENV])
-    jax.config.update("jax_persistent_cache_min_compile_time_secs",
-                      float(os.environ.get("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")))
-
-
-def pytest_unconfigure(config):
-    if getattr(config, "_mdl_cache", None):
-        shutil.rmtree(config._mdl_cache, ignore_errors=True)
-
 
 #: Relative tolerances by dtype for comparisons of two computations of the same quantity.
 RTOL = {"float32": 2e-5, "float64": 1e-10}

@@ -18,6 +18,7 @@ import dataclasses
 
 @dataclasses.dataclass(frozen=True)
 class BeyondMLPSettings:
+    families: tuple[str, ...] = ("cnn", "vit")  # the models to train
     seeds: int = 5
     epochs: int = 10
     lr: float = 3e-3
