@@ -196,19 +196,17 @@ def make_config(values: dict[str, Any] | None = None, base: TrainConfig | None =
 def _check_architectures(config: TrainConfig) -> None:
     """Every (method, mode count) of the grid must make a network: bad widths, a mode count
     above every layer's rank, ... are caught here, before anything runs."""
+    ranks = full_ranks(config.widths)
     for method in config.methods:
-        entry = METHODS[method]
-        counts = [None] if not entry.has_modes or (entry.rank_by_default and not config.modes) else config.modes
-        if entry.has_modes and not counts:
+        if METHODS[method].has_modes and not sweep_modes(config, method):
             raise ConfigError(f"method {method!r} needs at least one mode count in 'modes'")
-        for p in counts:
+        for p in sweep_modes(config, method):
             try:
-                spec = make_spec(config.widths, _capped(config.widths, p) if entry.rank_by_default and p else p, method)
+                spec = make_spec(config.widths, p, method)
             except SpecError as err:
                 raise ConfigError(f"'widths'/'modes': {err}") from None
-            ranks = full_ranks(config.widths)
-            if entry.has_modes and max(spec.modes) > max(ranks):
-                plain = sum(a * b for a, b in zip(config.widths[:-1], config.widths[1:]))
+            if spec.modes and max(spec.modes) > max(ranks):
+                plain = param_count(make_spec(config.widths, None, "bp"))
                 warnings.warn(ModesAboveRankWarning(
                     f"{method} with p = {max(spec.modes)} modes exceeds the full rank of every layer of widths "
                     f"{list(config.widths)} (largest min(N_l, N_l+1): {max(ranks)}): {param_count(spec)} trainable "

@@ -107,14 +107,21 @@ def _pairs(spec: NetworkSpec) -> list[tuple[int, int]]:
 # --- mdl (1L2P) and two_factor -------------------------------------------------------------
 
 
+def mode_factors(key: jax.Array, layer: int, fan_in: int, features: int, p: int, dtype) -> ModeLayer:
+    """The initial ``(xi_hat, sigma, xi)`` of weight layer ``layer``: every entry
+    ``N(0, s^2)`` with ``s = init_scale(fan_in)``, column ``a`` of each factor from
+    ``(key, layer, factor, a)`` alone. Shared by ``mdl`` and :mod:`mdl_jax.nn`."""
+    scale = init_scale(fan_in)
+    return ModeLayer(
+        mode_columns(factor_key(key, layer, _XI_HAT), fan_in, p, scale, dtype),
+        mode_columns(factor_key(key, layer, _SIGMA), 1, p, scale, dtype)[0],
+        mode_columns(factor_key(key, layer, _XI), features, p, scale, dtype),
+    )
+
+
 def _init_mdl(key, spec: NetworkSpec, dtype) -> Params:
-    params: Params = {"xi_hat": [], "sigma": [], "xi": []}
-    for l, p in enumerate(spec.modes):
-        s_l = init_scale(spec.widths[l])
-        params["xi_hat"].append(mode_columns(factor_key(key, l, _XI_HAT), spec.widths[l], p, s_l, dtype))
-        params["sigma"].append(mode_columns(factor_key(key, l, _SIGMA), 1, p, s_l, dtype)[0])
-        params["xi"].append(mode_columns(factor_key(key, l, _XI), spec.widths[l + 1], p, s_l, dtype))
-    return params
+    layers = [mode_factors(key, l, a, b, p, dtype) for l, (p, (a, b)) in enumerate(zip(spec.modes, _pairs(spec)))]
+    return {field: [getattr(layer, field) for layer in layers] for field in ModeLayer._fields}
 
 
 def _init_two_factor(key, spec: NetworkSpec, dtype) -> Params:

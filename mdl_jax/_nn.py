@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from mdl_jax._methods import _SIGMA, _XI, _XI_HAT, Method, ModeLayer, factor_key, init_scale, mode_columns
+from mdl_jax._methods import Method, ModeLayer, mode_factors
 from mdl_jax._models import mode_map
 from mdl_jax._spec import NetworkSpec
 
@@ -32,11 +32,9 @@ class _ModeFactors(nnx.Module):
     """``xi_hat (fan_in, p)``, ``sigma (p,)``, ``xi (features, p)`` of weight layer ``layer``."""
 
     def __init__(self, fan_in: int, features: int, modes: int, *, key: jax.Array, layer: int, use_bias: bool, dtype):
-        scale = init_scale(fan_in)
+        factors = mode_factors(key, layer, fan_in, features, modes, dtype)  # exactly init_params' draws
         self.layer = layer
-        self.xi_hat = nnx.Param(mode_columns(factor_key(key, layer, _XI_HAT), fan_in, modes, scale, dtype))
-        self.sigma = nnx.Param(mode_columns(factor_key(key, layer, _SIGMA), 1, modes, scale, dtype)[0])
-        self.xi = nnx.Param(mode_columns(factor_key(key, layer, _XI), features, modes, scale, dtype))
+        self.xi_hat, self.sigma, self.xi = (nnx.Param(f) for f in factors)
         self.bias = nnx.Param(jnp.zeros(features, dtype)) if use_bias else None
 
     def mode_layer(self, mode_mask: jax.Array | None = None) -> ModeLayer:
