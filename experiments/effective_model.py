@@ -127,10 +127,12 @@ def _samples(name: str, widths, n_train, epochs: int, threshold: float, pca, sco
                 _log(f"{name}: reusing {len(stored['samples'])} samples from {path}")
                 return stored["samples"], stored["accuracy"], stored["network_accuracy"]
     start = time.perf_counter()
-    training = binary.train_binary(pca, widths, seeds=s.networks, epochs=epochs, lr=s.lr, n_train=n_train)
-    samples, accuracy = binary.weight_samples(training, scoring, per_network=s.samples_per_network,
+    data = pca._replace(train_images=pca.train_images[:n_train], train_labels=pca.train_labels[:n_train])
+    grid = common.train_grid(out, f"binary_{name}", data, widths, "binary", seeds=range(s.networks), lr=s.lr, epochs=epochs,
+                             batch_size=min(200, len(data.train_images)), weight_decay=0.0, lr_halving_epochs=epochs)
+    samples, accuracy = binary.weight_samples(grid.params["logits"], scoring, per_network=s.samples_per_network,
                                               threshold=threshold, key=jax.random.PRNGKey(len(name)))
-    network_accuracy = np.asarray(training.test_accuracy[-1])
+    network_accuracy = grid.test_accuracy[-1]
     if len(samples) < 50:
         raise SystemExit(f"only {len(samples)} {name} samples pass accuracy {threshold}: lower the threshold or train longer")
     out.mkdir(parents=True, exist_ok=True)

@@ -5,6 +5,11 @@ mean ``mu = tanh(theta / 2)`` and variance ``1 - mu^2``. A layer's pre-activatio
 from its Gaussian, ``z = x mu + sqrt(x^2 (1 - mu^2)) eps`` (Shayer et al. 2018), so the loss is
 differentiable in theta. Hidden units: ``f(z) = (max(0, z) + 0.1 min(0, z)) / sqrt(fan_in)``;
 no biases; linear output logits, softmax cross-entropy (``effective-model-notes.md`` section 1).
+
+The networks are the ``binary`` entry of the table of methods and train through the one
+trainer and run driver like every other model: Adam (``weight_decay=0``, no learning-rate
+halving) on the logits, the L2 penalty :data:`L2_PENALTY` in the loss, and a fresh noise key
+for every step, ``fold_in(fold_in(fold_in(key, 2), epoch), step)``.
 """
 
 from __future__ import annotations
@@ -12,12 +17,10 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Sequence
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from mdl_jax._data import Dataset
 
@@ -39,10 +42,10 @@ def _hidden(z: jax.Array, fan_in: int) -> jax.Array:
     return (jax.nn.relu(z) + 0.1 * jnp.minimum(z, 0.0)) / math.sqrt(fan_in)
 
 
-def init_logits(key: jax.Array, widths: Sequence[int], *, scale: float = 0.1) -> list[jax.Array]:
+def init_logits(key: jax.Array, widths: Sequence[int], *, scale: float = 0.1, dtype=jnp.float32) -> list[jax.Array]:
     """Logits ``theta ~ N(0, scale^2)`` for every weight of every layer."""
     keys = jax.random.split(key, len(widths) - 1)
-    return [scale * jax.random.normal(k, (a, b)) for k, a, b in zip(keys, widths[:-1], widths[1:])]
+    return [scale * jax.random.normal(k, (a, b), dtype) for k, a, b in zip(keys, widths[:-1], widths[1:])]
 
 
 def sampled_logits(logits: list[jax.Array], x: jax.Array, key: jax.Array) -> jax.Array:
@@ -65,70 +68,29 @@ def binary_logits(weights: list[jax.Array], x: jax.Array) -> jax.Array:
     return h
 
 
-class BinaryTraining(NamedTuple):
-    logits: list[jax.Array]  # final theta, leading seed axis
-    test_accuracy: jax.Array  # (epochs, seeds) accuracy of one sampled configuration per epoch
+#: The L2 penalty on the logits (``effective-model-notes.md`` section 1).
+L2_PENALTY = 1e-5
 
 
-def train_binary(
-    dataset: Dataset, widths: Sequence[int], *, seeds: int, epochs: int, lr: float = 0.3,
-    batch_size: int = 200, l2: float = 1e-5, n_train: int | None = None, key: jax.Array | None = None,
-) -> BinaryTraining:
-    """Trains ``seeds`` binary networks at once (vmapped), Adam on the logits with an L2 penalty.
-
-    Run ``r`` draws everything (initial logits, each epoch's order, samples and test
-    configuration) from its own key, ``split(key, seeds)[r]`` (``key`` defaults to
-    ``PRNGKey(0)``). One compiled program per shape: a second call with the same shapes and
-    settings compiles nothing. ``n_train`` keeps only the first training images (the
-    over-parametrised regime).
-    """
-    x_all = jnp.asarray(dataset.train_images[:n_train])
-    y_all = jnp.asarray(dataset.train_labels[:n_train])
-    keys = jax.random.split(jax.random.PRNGKey(0) if key is None else key, seeds)
-    logits, accuracy = _train_runs(
-        keys, x_all, y_all, jnp.asarray(dataset.test_images), jnp.asarray(dataset.test_labels),
-        widths=tuple(widths), epochs=epochs, lr=lr, batch=min(batch_size, x_all.shape[0]), l2=l2,
-    )
-    return BinaryTraining(logits, accuracy.T)
+def init_binary(key: jax.Array, spec, dtype) -> dict:
+    """Parameters of the ``binary`` method: ``{"logits": [theta^l]}``, ``theta ~ N(0, 0.1^2)``."""
+    return {"logits": init_logits(key, spec.widths, dtype=dtype)}
 
 
-@functools.partial(jax.jit, static_argnames=("widths", "epochs", "lr", "batch", "l2"))
-def _train_runs(keys, x_all, y_all, x_test, y_test, *, widths, epochs, lr, batch, l2):
-    """The vmapped training of :func:`train_binary`: final logits and per-epoch accuracy."""
-    n = x_all.shape[0]
-    steps = n // batch
-    optimizer = optax.adam(lr)
+def apply_binary(params: dict, x: jax.Array, spec=None, mode_mask=None, *, key: jax.Array | None = None) -> jax.Array:
+    """The ``binary`` method's forward pass: with ``key``, every pre-activation sampled from its
+    local Gaussian (training); without, the most probable configuration ``w = sign(theta)``
+    (the trainer's evaluation)."""
+    logits = params["logits"]
+    x = x.astype(logits[0].dtype)
+    if key is not None:
+        return sampled_logits(logits, x, key)
+    return binary_logits([jnp.where(t >= 0, 1.0, -1.0).astype(t.dtype) for t in logits], x)
 
-    def loss(logits, x, y, key):
-        out = sampled_logits(logits, x, key)
-        ce = optax.softmax_cross_entropy_with_integer_labels(out, y).mean()
-        return ce + l2 * sum(jnp.sum(t**2) for t in logits)
 
-    def epoch(state, key, epoch_index):
-        logits, opt_state = state
-        k_order, k_steps, k_test = jax.random.split(jax.random.fold_in(key, epoch_index), 3)
-        order = jax.random.permutation(k_order, n)[: steps * batch].reshape(steps, batch)
-
-        def step(carry, inputs):
-            logits, opt_state = carry
-            index, k = inputs
-            grads = jax.grad(loss)(logits, x_all[index], y_all[index], k)
-            updates, opt_state = optimizer.update(grads, opt_state)
-            return (optax.apply_updates(logits, updates), opt_state), None
-
-        (logits, opt_state), _ = jax.lax.scan(step, (logits, opt_state), (order, jax.random.split(k_steps, steps)))
-        weights = sample_weights(logits, k_test, 1)
-        accuracy = jnp.mean(jnp.argmax(binary_logits([w[0] for w in weights], x_test), -1) == y_test)
-        return (logits, opt_state), accuracy
-
-    def run(key):
-        logits = init_logits(jax.random.fold_in(key, 0), widths)
-        return jax.lax.scan(
-            lambda state, e: epoch(state, jax.random.fold_in(key, 1), e), (logits, optimizer.init(logits)), jnp.arange(epochs)
-        )
-
-    (logits, _), accuracy = jax.vmap(run)(keys)
-    return logits, accuracy
+def l2_penalty(params: dict, spec, mode_mask, orthogonality: float, sparsity: float) -> jax.Array:
+    """``L2_PENALTY * sum theta^2``, added to the training loss."""
+    return L2_PENALTY * sum(jnp.sum(t**2) for t in params["logits"])
 
 
 def sample_weights(logits: list[jax.Array], key: jax.Array, count: int) -> list[jax.Array]:
@@ -148,9 +110,10 @@ def configuration_accuracy(weights: list[jax.Array], x: jax.Array, y: jax.Array,
 
 
 def weight_samples(
-    training: BinaryTraining, dataset: Dataset, *, per_network: int, threshold: float, key: jax.Array,
+    logits: list[jax.Array], dataset: Dataset, *, per_network: int, threshold: float, key: jax.Array,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Draws ``per_network`` configurations from every trained network and keeps those whose
+    """Draws ``per_network`` configurations from every trained network (``logits``: the
+    ``binary`` method's ``params["logits"]`` with a leading network axis) and keeps those whose
     test accuracy reaches ``threshold``.
 
     Returns:
@@ -159,9 +122,8 @@ def weight_samples(
     """
     x, y = jnp.asarray(dataset.test_images), jnp.asarray(dataset.test_labels)
     kept, accuracies = [], []
-    seeds = training.logits[0].shape[0]
-    for s in range(seeds):
-        weights = sample_weights([t[s] for t in training.logits], jax.random.fold_in(key, s), per_network)
+    for s in range(logits[0].shape[0]):
+        weights = sample_weights([t[s] for t in logits], jax.random.fold_in(key, s), per_network)
         accuracy = np.asarray(configuration_accuracy(weights, x, y))
         good = accuracy >= threshold
         flat = np.concatenate([np.asarray(w).reshape(per_network, -1) for w in weights], axis=1)

@@ -18,6 +18,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from mdl_jax import _binary
 from mdl_jax._spec import NetworkSpec, SpecError, full_ranks
 
 Params = dict[str, list[jax.Array]]
@@ -54,6 +55,8 @@ class Method(NamedTuple):
         With it, any pure ``(init, apply)`` pair trains through the trainer and the run driver.
       mask_params: ``(params, spec, mode_mask) -> params`` with inactive modes zeroed, for a
         parameter layout other than "mode axis last" (see :func:`zero_inactive_modes`).
+      stochastic: ``apply`` also takes ``key=``: the trainer passes a fresh key every step
+        (the binary networks' sampled pre-activations); evaluation calls it without one.
       shared_modes: every layer must have the same mode count (``mdl_1l1p``).
       rank_by_default: a missing mode count means each layer's full rank, and larger counts
         are capped at it (``svd``).
@@ -68,6 +71,7 @@ class Method(NamedTuple):
     penalty: Callable[..., jax.Array] | None = None
     apply: Callable[..., jax.Array] | None = None
     mask_params: Callable[[Params, NetworkSpec, ModeMask], Params] | None = None
+    stochastic: bool = False
     shared_modes: bool = False
     rank_by_default: bool = False
     description: str = ""
@@ -102,6 +106,10 @@ def factor_key(key: jax.Array, layer: int, factor: int) -> jax.Array:
 
 def _pairs(spec: NetworkSpec) -> list[tuple[int, int]]:
     return list(zip(spec.widths[:-1], spec.widths[1:]))
+
+
+def _weight_count(spec: NetworkSpec) -> int:
+    return sum(a * b for a, b in _pairs(spec))
 
 
 # --- mdl (1L2P) and two_factor -------------------------------------------------------------
@@ -239,12 +247,12 @@ register_method(Method(
     description="W = xi_hat xi^T (sigma fixed at one, not trained)",
 ))
 register_method(Method(
-    "bp", _init_bp, lambda spec: sum(a * b for a, b in _pairs(spec)),
+    "bp", _init_bp, _weight_count,
     weights=lambda params, spec: list(params["weights"]),
     description="plain weight matrices, z = h @ W, W ~ N(0, 1/N_l)",
 ))
 register_method(Method(
-    "bp_fanin", _init_bp_fanin, lambda spec: sum(a * b for a, b in _pairs(spec)),
+    "bp_fanin", _init_bp_fanin, _weight_count,
     weights=lambda params, spec: [w / math.sqrt(w.shape[0]) for w in params["weights"]],
     description="the authors' BP: z = h @ W / sqrt(N_l), W ~ N(0, 1); under Adam an effective "
     "learning rate about lr / sqrt(N_l) (method notes, section 3)",
@@ -256,6 +264,13 @@ register_method(Method(
     ],
     penalty=_svd_penalty, rank_by_default=True,
     description="W = U diag(|s|) V^T with orthogonality and sparsity penalties (Yang et al. 2020)",
+))
+register_method(Method(
+    "binary", _binary.init_binary, _weight_count,
+    weights=lambda params, spec: [jnp.tanh(t / 2) for t in params["logits"]],
+    penalty=_binary.l2_penalty, apply=_binary.apply_binary, stochastic=True,
+    description="binary weights w = +-1 with P(w = +1) = sigmoid(theta), trained by local "
+    "reparametrisation (the effective model's networks; evaluated at w = sign(theta))",
 ))
 
 

@@ -91,7 +91,7 @@ def effective_weights(params: Params, spec: NetworkSpec, mode_mask: ModeMask = N
 
 def apply(
     params: Params, x: jax.Array, *, spec: NetworkSpec, mode_mask: ModeMask = None,
-    return_hidden: bool = False,
+    return_hidden: bool = False, key: jax.Array | None = None,
 ) -> jax.Array | tuple[jax.Array, list[jax.Array]]:
     """Forward pass: ReLU hidden layers, linear output logits (softmax lives in the loss).
 
@@ -103,6 +103,7 @@ def apply(
         by :func:`mdl_jax.train` hold zeros in their inactive modes, so their parameters
         evaluate correctly without it.
       return_hidden: also return the hidden-layer activations ``h^1 .. h^{L-1}``.
+      key: the noise of a stochastic method's training pass (``binary``); ignored otherwise.
 
     Returns:
       logits ``(..., N_L)``, and the list of hidden activations if ``return_hidden``.
@@ -111,6 +112,8 @@ def apply(
     if method.apply is not None:
         if return_hidden:
             raise SpecError(f"method {spec.method!r} has its own apply, which returns no hidden layers")
+        if method.stochastic and key is not None:
+            return method.apply(params, x, spec, mode_mask, key=key)
         return method.apply(params, x, spec, mode_mask)
     if method.has_modes:
         maps = [lambda h, f=f: mode_map(f, h) for f in mode_layers(params, spec, mode_mask)]

@@ -25,7 +25,7 @@ import optax
 
 from mdl_jax._data import Dataset
 from mdl_jax._layout import Layout, plan_layout, to_devices, to_host
-from mdl_jax._methods import make_spec, mode_mask, zero_inactive_modes
+from mdl_jax._methods import get_method, make_spec, mode_mask, zero_inactive_modes
 from mdl_jax._models import apply, init_params, param_count, penalty
 from mdl_jax._spec import NetworkSpec, SpecError
 
@@ -142,8 +142,8 @@ def _optimizer(recipe: Recipe, learning_rate: jax.Array, steps_per_epoch: int):
     return optax.adamw(schedule, b1=0.9, b2=0.999, eps=1e-8, weight_decay=recipe.weight_decay)
 
 
-def _loss(params, images, labels, run: RunHparams, recipe: Recipe):
-    logits = apply(params, images, spec=recipe.spec, mode_mask=run.mode_mask)
+def _loss(params, images, labels, run: RunHparams, recipe: Recipe, key=None):
+    logits = apply(params, images, spec=recipe.spec, mode_mask=run.mode_mask, key=key)
     losses, correct = per_example_loss(logits, labels, recipe.loss)
     extra = penalty(
         params, recipe.spec, run.mode_mask,
@@ -193,9 +193,12 @@ def _train_epoch_shared_order(
     batches = jax.random.permutation(key, n_train)[: steps * recipe.batch_size]
     batches = batches.reshape(steps, recipe.batch_size)
     grad_fn = jax.value_and_grad(_loss, has_aux=True)
+    stochastic = get_method(recipe.spec.method).stochastic
 
-    def run_step(state: TrainState, run: RunHparams, images, labels):
-        (total, (loss, accuracy)), grads = grad_fn(state.params, images, labels, run, recipe)
+    def run_step(state: TrainState, run: RunHparams, images, labels, index):
+        # A stochastic method's noise: fold_in(fold_in(fold_in(key, 2), epoch), step), per run.
+        noise = functools.reduce(jax.random.fold_in, (2, epoch, index), run.key) if stochastic else None
+        (total, (loss, accuracy)), grads = grad_fn(state.params, images, labels, run, recipe, noise)
         cause = jnp.where(jnp.isnan(total), 1, jnp.where(jnp.isinf(total), 2, 0))
         healthy = state.diverged_epoch < 0
         keep = healthy & (cause == 0)
@@ -211,11 +214,12 @@ def _train_epoch_shared_order(
             jnp.where(diverges, cause, state.divergence_cause).astype(jnp.int32),
         ), (loss, accuracy)
 
-    def step(states: TrainState, batch: jax.Array):
+    def step(states: TrainState, inputs):
+        batch, index = inputs
         images, labels = data.train_images[batch], data.train_labels[batch]
-        return jax.vmap(run_step, in_axes=(0, 0, None, None))(states, runs, images, labels)
+        return jax.vmap(run_step, in_axes=(0, 0, None, None, None))(states, runs, images, labels, index)
 
-    states, (losses, accuracies) = jax.lax.scan(step, states, batches)
+    states, (losses, accuracies) = jax.lax.scan(step, states, (batches, jnp.arange(steps)))
     test_loss, test_accuracy = jax.vmap(
         lambda params, run: evaluate(params, run, data.test_images, data.test_labels, recipe=recipe)
     )(states.params, runs)

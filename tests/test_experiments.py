@@ -106,8 +106,9 @@ def test_effective_model_tiny(tmp_path, mnist, capsys):
         assert saved["shallow_landscape"]["mcmc"]["metropolis_hysteresis"] == shallow["metropolis_hysteresis"] >= 0
         assert set(saved["shallow_landscape"]) == {"bp", "mcmc"} and "curves" in shallow["comparison"]
         assert under["LB"]["comparison"]["fit"] == "bp" and "curves" not in under["LB"]["comparison"]
-        for case in ("under", "over", "shallow"):
+        for case in ("under", "over", "shallow"):  # the networks are runs of the figure's workdir
             assert (tmp_path / f"samples_{case}.npz").exists()
+            assert (tmp_path / "runs" / f"binary_{case}" / "summary.json").is_file()
         capsys.readouterr()
         pca = em.binary.pca_project(data)
         samples, _, _ = em._samples("under", (20, 15, 15, 10), None, 1, 0.0, pca, pca, settings, tmp_path)

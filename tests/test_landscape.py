@@ -1,10 +1,14 @@
 """Effective Ising model: BP, inverse Ising, Metropolis, the entropy landscape."""
 
+from unittest import mock
+
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import mdl_jax
 from mdl_jax import landscape as ls
 
 
@@ -122,30 +126,56 @@ def test_jumps_and_hysteresis_of_a_curie_weiss_magnet(beta, broken):
 
 
 @pytest.mark.mnist
-def test_binary_trainer_beats_chance_on_pca20_mnist(mnist):
-    from mdl_jax import binary
+def test_binary_networks_train_through_the_trainer_on_pca20_mnist(mnist):
+    """The ``binary`` method trains like any other (one program for a second sweep of the same
+    shapes, other seeds other networks), beats chance, and its sampled configurations score
+    what their stored accuracy says."""
+    from mdl_jax import _train, binary
 
     with jax.enable_x64(False):
         pca = binary.pca_project(mnist._replace(train_images=mnist.train_images[:20_000], train_labels=mnist.train_labels[:20_000]))
         covariance = np.cov(pca.train_images.T)
         assert np.allclose(covariance - np.diag(np.diag(covariance)), 0, atol=1e-2 * covariance.max())
         assert np.all(np.diff(np.diag(covariance)) <= 1e-6)  # components by decreasing variance
-        from mdl_jax._binary import _train_runs
-
-        compiled = _train_runs._cache_size()
-        training = binary.train_binary(pca, (20, 15, 15, 10), seeds=2, epochs=3)
-        again = binary.train_binary(pca, (20, 15, 15, 10), seeds=2, epochs=3, key=jax.random.PRNGKey(5))
-        assert _train_runs._cache_size() == compiled + 1  # the second call compiles nothing
-        assert float(training.test_accuracy[-1].min()) > 0.5  # chance: 0.1
-        assert not np.allclose(training.logits[0], again.logits[0])  # another root key, other networks
+        traced = chex.assert_max_traces(_train._train_epoch_shared_order, n=1)
+        with mock.patch.object(_train, "_train_epoch_shared_order", traced):
+            trained = []
+            for seeds in ([0, 1], [5, 6]):
+                sweep = mdl_jax.build_sweep((20, 15, 15, 10), "binary", seeds=seeds, learning_rates=[0.3],
+                                            batch_size=200, weight_decay=0.0, lr_halving_epochs=3)
+                trained.append(mdl_jax.train(sweep.recipe, sweep.runs, pca, epochs=3))
+        logits, again = trained[0].state.params["logits"], trained[1].state.params["logits"]
+        assert float(trained[0].metrics.test_accuracy[-1].min()) > 0.5  # chance: 0.1
+        assert not np.allclose(logits[0], again[0])  # other seeds, other networks
         scoring = pca._replace(test_images=pca.test_images[:2000], test_labels=pca.test_labels[:2000])
-        samples, accuracy = binary.weight_samples(training, scoring, per_network=200, threshold=0.5, key=jax.random.PRNGKey(0))
+        samples, accuracy = binary.weight_samples(logits, scoring, per_network=200, threshold=0.5, key=jax.random.PRNGKey(0))
     assert samples.shape[1] == 20 * 15 + 15 * 15 + 15 * 10 and set(np.unique(samples)) <= {-1, 1}
     assert len(samples) == len(accuracy) and np.all(accuracy >= 0.5)
-    first = [jnp.asarray(samples[0, :300].reshape(20, 15), jnp.float32), jnp.asarray(samples[0, 300:525].reshape(15, 15), jnp.float32),
-             jnp.asarray(samples[0, 525:].reshape(15, 10), jnp.float32)]
+    first = [jnp.asarray(w[0], jnp.float32) for w in binary.split_layers(samples[:1], (20, 15, 15, 10))]
     direct = np.mean(np.argmax(binary.binary_logits(first, jnp.asarray(scoring.test_images)), -1) == scoring.test_labels)
     np.testing.assert_allclose(direct, accuracy[0], atol=1e-6)
+
+
+def test_binary_training_loss_is_sampled_and_evaluation_is_the_sign_configuration():
+    """A stochastic method's apply gets the step's key in training (two keys, two outputs) and
+    none in evaluation (``w = sign(theta)``)."""
+    spec = mdl_jax.make_spec((6, 5, 3), None, "binary")
+    params = mdl_jax.init_params(jax.random.PRNGKey(0), spec)
+    x = jax.random.normal(jax.random.PRNGKey(1), (4, 6))
+    a, b = (mdl_jax.apply(params, x, spec=spec, key=jax.random.PRNGKey(k)) for k in (2, 3))
+    assert not np.allclose(a, b)
+    signs = [jnp.where(t >= 0, 1.0, -1.0) for t in params["logits"]]
+    np.testing.assert_allclose(mdl_jax.apply(params, x, spec=spec), binary_logits_ref(signs, x), rtol=1e-6)
+    assert mdl_jax.param_count(spec) == 6 * 5 + 5 * 3
+
+
+def binary_logits_ref(weights, x):
+    """The hidden units of the effective-model notes, written out: leaky ReLU over sqrt(fan-in)."""
+    h = x
+    for l, w in enumerate(weights):
+        z = h @ w
+        h = (jnp.maximum(z, 0) + 0.1 * jnp.minimum(z, 0)) / np.sqrt(w.shape[0]) if l < len(weights) - 1 else z
+    return h
 
 
 def test_mcmc_boltzmann_learning_fits_clusters_that_bp_cannot():
