@@ -31,20 +31,15 @@ def _family(s: BeyondMLPSettings, data, out: Path, family: str, widths, modes, l
     summary = lambda acc, count: {"params": count, "mean": float(np.mean(acc)), "std": float(np.std(acc))}
     finals = common.by_modes(moded, moded.test_accuracy[-1])
     counts = {run["modes"][0]: run["param_count"] for run in moded.runs}
-    largest = [r for r, run in enumerate(moded.runs) if run["modes"][0] == max(modes)]  # unpadded: every mode active
-    study = analysis.removal_study(jax.tree.map(lambda a: jnp.asarray(a[np.asarray(largest)]), moded.params), moded.spec,
-                                   x, y, layer=layer, fractions=jnp.linspace(0.0, 1.0, s.fractions),
-                                   keys=jnp.stack([jax.random.PRNGKey(r) for r in range(len(largest))]), draws=s.random_draws)
-    tau = np.asarray(study.tau).mean(0)
-    weakest, random = np.asarray(study.weakest_first), np.asarray(study.random).mean(-1)
-    half = s.fractions // 2
+    largest = np.asarray([r for r, run in enumerate(moded.runs) if run["modes"][0] == max(modes)])  # unpadded: all active
+    study = analysis.mode_study(jax.tree.map(lambda a: jnp.asarray(a[largest]), moded.params), moded.spec, x, y,
+                                layer=layer, fractions=jnp.linspace(0.0, 1.0, s.fractions),
+                                keys=jnp.stack([jax.random.PRNGKey(r) for r in range(len(largest))]), draws=s.random_draws)
     return {
         "plain": summary(plain.test_accuracy[-1], plain.runs[0]["param_count"]),
         "modes": {str(p): summary(acc, counts[p]) for p, acc in finals.items()},
-        "analysis_modes": max(modes), "analysis_layer": layer, "tau_by_rank": tau,
-        "tau_fit": analysis.fit_two_power_laws(tau)._asdict() if len(tau) >= 6 else None,
-        "removal": {"weakest_first": weakest.mean(0), "random": random.mean(0),
-                    "gap_at_half_removed_points": 100 * float(weakest[:, half].mean() - random[:, half].mean())},
+        "analysis_modes": max(modes), "analysis_layer": layer, "tau_by_rank": study.spectrum["tau_by_rank"],
+        "tau_fit": study.spectrum["fit"], "removal": study.removal,
         "wall_time_s": {"plain": float(plain.wall_time_s), "modes": float(moded.wall_time_s)},
     }
 
@@ -85,8 +80,8 @@ def draw(results: dict):
         r = results[family]
         tau = np.asarray(r["tau_by_rank"])
         axes[2].loglog(np.arange(1, len(tau) + 1), tau, "o-", ms=3, color=color, label=f"{family.upper()} layer {r['analysis_layer']}, p = {r['analysis_modes']}")
-        axes[3].plot(fractions, r["removal"]["weakest_first"], "-", color=color, label=f"{family.upper()}, weakest tau first")
-        axes[3].plot(fractions, r["removal"]["random"], "--", color=color, label=f"{family.upper()}, random")
+        axes[3].plot(fractions, r["removal"]["weakest_first"]["mean"], "-", color=color, label=f"{family.upper()}, weakest tau first")
+        axes[3].plot(fractions, r["removal"]["random"]["mean"], "--", color=color, label=f"{family.upper()}, random")
     axes[2].set(xlabel="rank", ylabel="tau (mean over seeds)", title="mode spectrum of a middle layer")
     axes[3].set(xlabel="fraction of the layer's modes removed", ylabel="test accuracy", title="removing modes")
     for ax in axes[2:]:

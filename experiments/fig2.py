@@ -1,17 +1,12 @@
 """Fig. 2 of the letter: accuracy against modes and width, pattern geometry across layers.
 
-    python -m experiments.fig2 [--quick] [--out DIR] [--data-dir DIR]
+    python -m experiments.fig2 [--quick] [--out DIR] [--data-dir DIR] [--set KEY=VALUE] [--resume]
 
-(a) test error over training, 784-100-100-10, MDL p = 20, 30 and BP; (b) test accuracy against
-p for 1L2P and 1L1P, with BP and the parameter fractions; (c) least number of modes against
-the hidden width N of 784-N-N-10 (criterion: the least p whose mean accuracy is within one
-seed-to-seed standard deviation of BP's), with a fit against ln N; (d) pattern dispersion per
-layer, 784-100-100-100-10, p = 30; (e-f) subspace overlap of the class representations per
-hidden layer, seven layers of width 100, MDL p = 30 against BP.
-
-Full settings: the letter's (5 seeds, 150 epochs, lr 3e-3, halving every 50 epochs); hours on
-a GPU, days on 2 CPU cores. --quick (2 seeds, 2 epochs, coarser grids): about 3 minutes on
-2 CPU cores. Writes DIR/fig2.png, fig2.pdf, config.json, results.json.
+(a) test error over training; (b) accuracy against p, 1L2P and 1L1P; (c) least p against the
+width N of 784-N-N-10 with its ln N law; (d) pattern dispersion per layer; (e-f) subspace
+overlap per hidden layer of seven-layer networks. Every comparison is made against both
+baselines: standard BP and the authors' (``bp_fanin``). Details, settings and wall times:
+experiments/configs/fig2.py.
 """
 
 from __future__ import annotations
@@ -20,6 +15,7 @@ import dataclasses
 import time
 from pathlib import Path
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -28,124 +24,94 @@ from mdl_jax import analysis
 from experiments import common
 from experiments.configs.fig2 import QUICK, Fig2Settings
 
+LABELS = {"bp": "BP", "bp_fanin": "BP / sqrt(N) (authors')", "mdl": "MDL 1L2P", "mdl_1l1p": "MDL 1L1P"}
+
 
 def run(settings: Fig2Settings, data: mdl_jax.Dataset, out: Path, *, plot: bool = True) -> dict:
-    start = time.perf_counter()
-    s = settings
-    seeds = range(s.seeds)
-    recipe = {"lr_halving_epochs": s.lr_halving_epochs}
+    start, s = time.perf_counter(), settings
+    if not 1 <= s.last_epochs <= s.epochs:
+        raise SystemExit(f"error: last_epochs={s.last_epochs} must be between 1 and epochs={s.epochs}")
     def train(widths, method, **kw):
-        name = "-".join(map(str, widths)) + "_" + method
-        return common.train_grid(out, name, data, widths, method, seeds=seeds, lr=s.lr, epochs=s.epochs, **recipe, **kw)
-
-    results: dict = {"settings": dataclasses.asdict(s)}
-
-    # (a, b): 784-100-100-10
-    base = (784, 100, 100, 10)
-    bp = train(base, "bp")
-    bp_final = bp.test_accuracy[-1]
-    panel_b = {"bp": {"mean": bp_final.mean(), "std": bp_final.std(), "params": mdl_jax.param_count(mdl_jax.make_spec(base, None, "bp"))}}
-    trajectories = {"bp": 1 - bp.test_accuracy.T}
-    for method in ("mdl", "mdl_1l1p"):
-        grid = train(base, method, modes=sorted(set(s.modes) | set(s.trajectory_modes)))
-        finals = common.by_modes(grid, grid.test_accuracy[-1])
-        panel_b[method] = {
-            str(p): {"mean": acc.mean(), "std": acc.std(), "param_fraction": mdl_jax.param_count(mdl_jax.make_spec(base, p, method)) / panel_b["bp"]["params"]}
-            for p, acc in finals.items() if p in s.modes
-        }
+        return common.train_grid(out, "-".join(map(str, widths)) + "_" + method, data, widths, method, seeds=range(s.seeds),
+                                 lr=s.lr, epochs=s.epochs, lr_halving_epochs=s.lr_halving_epochs,
+                                 weight_decay=s.weight_decay_1l2p if method == "mdl" else s.weight_decay, **kw)
+    final = lambda grid: grid.test_accuracy[-s.last_epochs:].mean(0)  # per run
+    spread = lambda a: {"mean": np.mean(a, 0), "std": np.std(a, 0)}
+    count = lambda method, p=None: mdl_jax.param_count(mdl_jax.make_spec((784, 100, 100, 10), p, method))
+    results: dict = {"settings": dataclasses.asdict(s), "a_test_error": {}, "b_accuracy_vs_p": {}}
+    for method in (*s.baselines, "mdl", "mdl_1l1p"):  # (a, b): 784-100-100-10
+        grid = train((784, 100, 100, 10), method, modes=sorted({*s.modes, *s.trajectory_modes}) if "mdl" in method else [None])
+        if method in s.baselines:
+            results["a_test_error"][method] = spread(1 - grid.test_accuracy.T)
+            results["b_accuracy_vs_p"][method] = {**spread(final(grid)), "params": count(method)}
+            continue
+        by_p = common.by_modes(grid, final(grid))
+        results["b_accuracy_vs_p"][method] = {str(p): {**spread(by_p[p]), "param_fraction": count(method, p) / count("bp")} for p in s.modes}
         if method == "mdl":
-            curves = common.by_modes(grid, 1 - grid.test_accuracy.T)
-            trajectories.update({f"mdl_p{p}": curves[p] for p in s.trajectory_modes})
-            mdl_at_30 = finals.get(30)
-    results["a_test_error"] = {k: {"mean": v.mean(0), "std": v.std(0)} for k, v in trajectories.items()}
-    results["b_accuracy_vs_p"] = panel_b
-    if mdl_at_30 is not None:
-        results["b_mdl_p30_minus_bp_points"] = 100 * (mdl_at_30.mean() - bp_final.mean())
-
-    # (c): least number of modes against the width
-    least = {}
+            errors = common.by_modes(grid, 1 - grid.test_accuracy.T)
+            results["a_test_error"].update({f"mdl_p{p}": spread(errors[p]) for p in s.trajectory_modes})
+    least, accuracy = {b: {} for b in s.baselines}, {}  # (c): 784-N-N-10
     for n in s.widths:
-        widths = (784, n, n, 10)
-        bp_n = train(widths, "bp")
-        grid = train(widths, "mdl", modes=[p for p in s.width_modes if p <= n])  # more modes than N span nothing new
-        finals = common.by_modes(grid, grid.test_accuracy[-1])
-        least[n] = {
-            "least_p": analysis.least_modes(list(finals), np.stack(list(finals.values())), bp_n.test_accuracy[-1]),
-            "bp_mean": bp_n.test_accuracy[-1].mean(),
-            "accuracy_by_p": {str(p): a.mean() for p, a in finals.items()},
-        }
-    found = [(n, v["least_p"]) for n, v in least.items() if v["least_p"] is not None]
-    fit = analysis.fit_log_growth(*zip(*found)) if len(found) >= 2 else None
-    results["c_least_modes"] = {str(n): v for n, v in least.items()}
-    results["c_log_fit"] = fit._asdict() if fit else None
-
-    # (d): dispersion of the upstream patterns per layer, 784-100-100-100-10
-    deep4 = (784, 100, 100, 100, 10)
-    grid = train(deep4, "mdl", modes=[s.deep_modes])
-    dispersion = np.asarray([
-        [float(analysis.pattern_dispersion(mdl_jax.select_run(grid.params, r)["xi_hat"][l])) for l in range(4)]
-        for r in range(len(grid.runs))
-    ])
-    results["d_dispersion_by_layer"] = {"mean": dispersion.mean(0), "std": dispersion.std(0)}
-
-    # (e-f): subspace overlap per hidden layer, seven layers of width 100
-    deep7 = (784,) + (100,) * 5 + (10,)
-    x, y = jnp.asarray(data.test_images), jnp.asarray(data.test_labels)
-    overlaps = {}
-    for method in ("mdl", "bp"):
-        grid = train(deep7, method, modes=[s.deep_modes] if method == "mdl" else [None])
-        overlaps[method] = np.asarray([
-            analysis.layer_overlaps(mdl_jax.select_run(grid.params, r), grid.spec, x, y, 10, dim=s.overlap_dim)
-            for r in range(len(grid.runs))
-        ])
-        overlaps[method + "_accuracy"] = grid.test_accuracy[-1]
-    results["ef_subspace_overlap"] = {m: {"mean": overlaps[m].mean(0), "std": overlaps[m].std(0)} for m in ("mdl", "bp")}
-    results["ef_accuracy"] = {m: overlaps[m + "_accuracy"].mean() for m in ("mdl", "bp")}
-    results["wall_time_s"] = time.perf_counter() - start
+        grid = train((784, n, n, 10), "mdl", modes=[p for p in s.width_modes if p <= n])  # p > N spans nothing new
+        by_p = common.by_modes(grid, final(grid))
+        accuracy[str(n)] = {str(p): a.mean() for p, a in by_p.items()}
+        for b in s.baselines:
+            reference = final(train((784, n, n, 10), b))
+            least[b][str(n)] = analysis.least_modes(list(by_p), np.stack(list(by_p.values())), reference)
+            accuracy[str(n)][b] = reference.mean()
+    results.update(least_modes=least, least_modes_fit={b: analysis.fit_least_modes(v) for b, v in least.items()},
+                   c_accuracy_by_p=accuracy)
+    grid = train((784, 100, 100, 100, 10), "mdl", modes=[s.deep_modes])  # (d)
+    results["d_dispersion_by_layer"] = spread(np.stack([jax.vmap(analysis.pattern_dispersion)(xh) for xh in grid.params["xi_hat"]], 1))
+    x, y, overlap = jnp.asarray(data.test_images), jnp.asarray(data.test_labels), {}  # (e-f): seven layers of width 100
+    for method in ("mdl", *s.baselines):
+        grid = train((784,) + (100,) * 5 + (10,), method, modes=[s.deep_modes] if method == "mdl" else [None])
+        overlap[method] = spread(jax.vmap(lambda p: analysis.layer_overlaps(p, grid.spec, x, y, 10, dim=s.overlap_dim))(grid.params))
+        results.setdefault("ef_accuracy", {})[method] = spread(final(grid))
+    results.update(overlap={m: o["mean"] for m, o in overlap.items()}, overlap_std={m: o["std"] for m, o in overlap.items()},
+                   wall_time_s=time.perf_counter() - start)
     common.save(out, "fig2", results, settings, draw(results) if plot else None)
     return results
 
 
 def draw(results: dict):
     plt = common.pyplot()
-    fig, axes = plt.subplots(2, 3, figsize=(14, 8), constrained_layout=True)
-    ax = axes[0, 0]
+    fig, axes = plt.subplots(2, 3, figsize=(15, 8), constrained_layout=True)
+    baselines = results["settings"]["baselines"]
     for name, curve in results["a_test_error"].items():
         mean, std = np.asarray(curve["mean"]), np.asarray(curve["std"])
-        epochs = np.arange(1, len(mean) + 1)
-        ax.plot(epochs, mean, label=name.replace("mdl_p", "MDL p = ").replace("bp", "BP"))
-        ax.fill_between(epochs, mean - std, mean + std, alpha=0.25)
-    ax.set(xlabel="epoch", ylabel="test error", yscale="log", title="(a) 784-100-100-10")
-    ax.legend(fontsize=8)
-    ax = axes[0, 1]
+        axes[0, 0].plot(np.arange(1, len(mean) + 1), mean, label=LABELS.get(name, name.replace("mdl_p", "MDL p = ")))
+        axes[0, 0].fill_between(np.arange(1, len(mean) + 1), mean - std, mean + std, alpha=0.25)
+    axes[0, 0].set(xlabel="epoch", ylabel="test error", yscale="log", title="(a) 784-100-100-10")
     panel = results["b_accuracy_vs_p"]
-    for method, label in (("mdl", "MDL 1L2P"), ("mdl_1l1p", "MDL 1L1P")):
-        ps = sorted(int(p) for p in panel[method])
-        ax.errorbar(ps, [panel[method][str(p)]["mean"] for p in ps], yerr=[panel[method][str(p)]["std"] for p in ps], marker="o", label=label, capsize=2)
-    ax.axhline(panel["bp"]["mean"], color="k", ls="--", label="BP")
-    ax.set(xlabel="modes p", ylabel="test accuracy", title="(b) accuracy against p")
-    ax.legend(fontsize=8)
-    ax = axes[0, 2]
-    least = results["c_least_modes"]
-    ns = [int(n) for n in least if least[n]["least_p"] is not None]
-    ax.plot(ns, [least[str(n)]["least_p"] for n in ns], "o-", label="least p")
-    if results["c_log_fit"]:
-        fit = results["c_log_fit"]
-        grid = np.geomspace(min(ns), max(ns), 50)
-        ax.plot(grid, fit["slope"] * np.log(grid) + fit["intercept"], "--", label=f"{fit['slope']:.1f} ln N + {fit['intercept']:.1f} (R² {fit['r2']:.2f})")
-    ax.set(xscale="log", xlabel="hidden width N", ylabel="least number of modes", title="(c) 784-N-N-10")
-    ax.legend(fontsize=8)
-    ax = axes[1, 0]
+    for method in ("mdl", "mdl_1l1p"):
+        ps = sorted(panel[method], key=int)
+        axes[0, 1].errorbar([int(p) for p in ps], [panel[method][p]["mean"] for p in ps], yerr=[panel[method][p]["std"] for p in ps],
+                            marker="o", capsize=2, label=LABELS[method])
+    for b, style in zip(baselines, ("--", ":")):
+        axes[0, 1].axhline(panel[b]["mean"], color="k", ls=style, label=LABELS[b])
+    axes[0, 1].set(xlabel="modes p", ylabel="test accuracy (mean of last epochs)", title="(b) accuracy against p")
+    for b, marker in zip(baselines, "os"):
+        found = sorted((int(n), p) for n, p in results["least_modes"][b].items() if p is not None)
+        fit = results["least_modes_fit"][b]
+        label = LABELS[b] + (f": {fit['slope']:.1f} ln N + {fit['intercept']:.1f}, R² {fit['r2']:.2f}" if fit else "")
+        line = axes[0, 2].plot(*zip(*found), marker=marker, label=label)[0] if found else None
+        if fit and line:
+            n = np.geomspace(found[0][0], found[-1][0], 50)
+            axes[0, 2].plot(n, fit["slope"] * np.log(n) + fit["intercept"], "--", color=line.get_color())
+    axes[0, 2].set(xscale="log", xlabel="hidden width N", ylabel="least number of modes", title="(c) 784-N-N-10, against each baseline")
     d = results["d_dispersion_by_layer"]
-    ax.errorbar(np.arange(1, len(d["mean"]) + 1), d["mean"], yerr=d["std"], marker="o", capsize=2)
-    ax.set(xlabel="layer l", ylabel="dispersion of the xi_hat^l", title="(d) 784-100-100-100-10, p = 30")
-    for ax, method in ((axes[1, 1], "mdl"), (axes[1, 2], "bp")):
-        o = results["ef_subspace_overlap"][method]
-        ax.errorbar(np.arange(1, len(o["mean"]) + 1), o["mean"], yerr=o["std"], marker="o", capsize=2, label=method.upper())
-        other = results["ef_subspace_overlap"]["bp" if method == "mdl" else "mdl"]
-        ax.plot(np.arange(1, len(other["mean"]) + 1), other["mean"], ":", color="gray", label=("BP" if method == "mdl" else "MDL"))
-        ax.set(xlabel="hidden layer", ylabel="subspace overlap", ylim=(0, 1.02), title=f"({'e' if method == 'mdl' else 'f'}) {method.upper()}, 7 layers")
-        ax.legend(fontsize=8)
+    axes[1, 0].errorbar(np.arange(1, len(d["mean"]) + 1), d["mean"], yerr=d["std"], marker="o", capsize=2)
+    axes[1, 0].set(xlabel="layer l", ylabel="dispersion of the xi_hat^l", title="(d) 784-100-100-100-10, p = 30")
+    for ax, methods, title in ((axes[1, 1], ["mdl"], "(e) MDL"), (axes[1, 2], baselines, "(f) baselines")):
+        for method in ("mdl", *baselines):
+            mean, std = results["overlap"][method], results["overlap_std"][method]
+            kw = dict(marker="o", capsize=2) if method in methods else dict(ls=":", color="gray")
+            ax.errorbar(np.arange(1, len(mean) + 1), mean, yerr=std if method in methods else None, label=LABELS[method], **kw)
+        ax.set(xlabel="hidden layer", ylabel="subspace overlap", ylim=(0, 1.02), title=f"{title}, 7 layers of width 100")
+    for ax in axes.flat:
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
     return fig
 
 

@@ -3,11 +3,12 @@
     python -m experiments.fig3 [--quick] [--out DIR] [--data-dir DIR]
 
 (a) Test accuracy as a growing fraction of one layer's modes is switched off: weakest tau
-first against uniformly random order (10 random orders), each weight layer, averaged over the
-trained networks. (b) The mode measure tau (and its parts gamma ||xi||, gamma ||xi_hat||,
-|sigma|) against rank, with a two-segment power-law fit in log-log (break rank and both
-exponents estimated), and the accuracy left when only the leading or only the tail modes are
-kept.
+first (the letter's text), smallest |sigma| first (the authors' notebook) and uniformly random
+order (10 random orders), each weight layer, averaged over the trained networks. (b) The mode
+measure tau (and its parts gamma ||xi||, gamma ||xi_hat||, |sigma|) against rank, with two
+line pairs in log-log: the authors' fixed split (ranks 1-10 and 11-p, ``tau_fixed_split``) and
+a fitted break (``tau_fitted_break``, a robustness check), and the accuracy left when only the
+modes before the fitted break, or only those after it, are kept.
 
 Full settings: the letter's (10 networks, 150 epochs, lr 5e-3 halving every 30 epochs).
 --quick (2 networks, 2 epochs): about 1 minute on 2 CPU cores.
@@ -39,31 +40,14 @@ def run(settings: Fig3Settings, data: mdl_jax.Dataset, out: Path, *, plot: bool 
     x, y = jnp.asarray(data.test_images), jnp.asarray(data.test_labels)
     fractions = jnp.linspace(0.0, 1.0, s.fractions)
     keys = jnp.stack([jax.random.PRNGKey(r) for r in range(len(grid.runs))])  # run r's random orders
-    half = int(np.argmin(np.abs(np.asarray(fractions) - 0.5)))
-    removal, spectra = {}, {}
-    for layer in range(grid.spec.num_layers):
-        study = analysis.removal_study(grid.params, grid.spec, x, y, layer=layer, fractions=fractions, keys=keys,
-                                       draws=s.random_draws)
-        weakest, random = np.asarray(study.weakest_first), np.asarray(study.random).mean(-1)
-        removal[layer] = {
-            "weakest_first": {"mean": weakest.mean(0), "std": weakest.std(0)},
-            "random": {"mean": random.mean(0), "std": random.std(0)},
-            "gap_at_half_removed_points": 100 * float(weakest[:, half].mean() - random[:, half].mean()),
-            "accuracy_at_half_removed_weakest_first": float(weakest[:, half].mean()),
-        }
-        mean_tau = np.asarray(study.tau).mean(0)
-        fit = analysis.fit_two_power_laws(mean_tau)
-        kept = np.asarray(analysis.accuracy_leading_and_tail(grid.params, grid.spec, x, y, layer=layer, rank=study.rank,
-                                                             leading=fit.break_rank - 1))
-        spectra[layer] = {
-            "tau_by_rank": mean_tau, "parts_by_rank": np.asarray(study.parts).mean(0),
-            "fit": fit._asdict(), "accuracy_leading_only": kept[:, 0].mean(), "accuracy_tail_only": kept[:, 1].mean(),
-        }
+    studies = [analysis.mode_study(grid.params, grid.spec, x, y, layer=layer, fractions=fractions, keys=keys,
+                                   draws=s.random_draws, split=s.fixed_split) for layer in range(grid.spec.num_layers)]
     results = {
         "settings": dataclasses.asdict(s), "fractions": fractions,
         "test_accuracy": {"mean": grid.test_accuracy[-1].mean(), "std": grid.test_accuracy[-1].std()},
-        "a_removal": {str(l): v for l, v in removal.items()},
-        "b_spectrum": {str(l): v for l, v in spectra.items()},
+        "a_removal": {str(l): study.removal for l, study in enumerate(studies)},
+        "b_spectrum": {str(l): study.spectrum for l, study in enumerate(studies)},
+        "tau_fixed_split": studies[0].spectrum["fixed_split"], "tau_fitted_break": studies[0].spectrum["fit"],
         "wall_time_s": time.perf_counter() - start,
     }
     common.save(out, "fig3", results, settings, draw(results) if plot else None)
@@ -79,6 +63,7 @@ def draw(results: dict):
     for layer, color in zip(layers, colors):
         r = results["a_removal"][layer]
         axes[0].plot(fractions, r["weakest_first"]["mean"], "-", color=color, label=f"layer {int(layer) + 1}, weakest tau first")
+        axes[0].plot(fractions, r["smallest_sigma_first"]["mean"], ":", color=color, label=f"layer {int(layer) + 1}, smallest |sigma| first")
         axes[0].plot(fractions, r["random"]["mean"], "--", color=color, label=f"layer {int(layer) + 1}, random")
     axes[0].set(xlabel="fraction of modes removed", ylabel="test accuracy", title="(a) removing modes, 1L1P p = 70")
     axes[0].legend(fontsize=7)
@@ -86,9 +71,9 @@ def draw(results: dict):
         spectrum = results["b_spectrum"][layer]
         tau = np.asarray(spectrum["tau_by_rank"])
         rank = np.arange(1, len(tau) + 1)
-        fit = spectrum["fit"]
-        axes[1].loglog(rank, tau, "o", ms=3, color=color,
-                       label=f"layer {int(layer) + 1}: break {fit['break_rank']}, exponents {fit['leading_exponent']:.2f} / {fit['tail_exponent']:.2f}")
+        fit, fixed = spectrum["fit"], spectrum["fixed_split"]
+        axes[1].loglog(rank, tau, "o", ms=3, color=color, label=f"layer {int(layer) + 1}: slopes {fixed['head_slope']:.2f} / "
+                       f"{fixed['tail_slope']:.2f} split at {fixed['split']}; fitted break {fit['break_rank']}")
     axes[1].set(xlabel="rank", ylabel="tau", title="(b) mode measure against rank")
     axes[1].legend(fontsize=7)
     return fig

@@ -57,6 +57,7 @@ class RemovalCurves(NamedTuple):
     fractions: jax.Array  # (F,)
     weakest_first: jax.Array  # (F,) accuracy removing the lowest-tau modes first
     random: jax.Array  # (F, draws) accuracy removing uniformly random modes
+    smallest_sigma_first: jax.Array  # (F,) accuracy removing the lowest-|sigma| modes first
 
 
 def removal_curves(
@@ -65,22 +66,26 @@ def removal_curves(
 ) -> RemovalCurves:
     """Accuracy as a growing fraction of one layer's modes is switched off (Fig. 3a).
 
-    The modes of ``layer`` are removed (sigma zeroed) weakest-tau first, and in uniformly
-    random order (``draws`` independent orders); every (fraction, order) pair is one vmapped
+    The modes of ``layer`` are removed (sigma zeroed) weakest-tau first (the letter's text),
+    smallest-``|sigma|`` first (the authors' notebook), and in uniformly random order
+    (``draws`` independent orders); every (fraction, order) pair is one vmapped
     evaluation of the whole test set. ``mode_mask`` is the run's own mask (default: every
     mode active).
     """
     mask = full_mask(spec) if mode_mask is None else tuple(mode_mask)
-    tau = mode_importance(mode_layers(params, spec)[layer], mask[layer])
+    modes = mode_layers(params, spec)[layer]
+    tau = mode_importance(modes, mask[layer])
 
     def evaluate(layer_mask):
         masks = with_layer_mask(mask, layer, layer_mask * mask[layer])
         return accuracy(params, images, labels, spec=spec, mode_mask=masks, loss=loss)
 
-    weakest = jax.vmap(lambda f: evaluate(removal_mask(tau, f)))(fractions)
+    ranked = lambda scores: jax.vmap(lambda f: evaluate(removal_mask(scores, f)))(fractions)
     random_scores = jax.random.uniform(key, (draws, tau.shape[0]), tau.dtype)
-    per_draw = jax.vmap(lambda f: jax.vmap(lambda s: evaluate(removal_mask(s, f)))(random_scores))(fractions)
-    return RemovalCurves(fractions, weakest, per_draw)
+    per_draw = jax.vmap(ranked, out_axes=1)(random_scores)
+    # Absent modes rank below every present one, as their tau (zero) does.
+    sigma = jnp.where(mask[layer] > 0, jnp.abs(modes.sigma), -1.0)
+    return RemovalCurves(fractions, ranked(tau), per_draw, ranked(sigma))
 
 
 class RemovalStudy(NamedTuple):
@@ -88,6 +93,7 @@ class RemovalStudy(NamedTuple):
 
     weakest_first: jax.Array  # (R, F) accuracy removing the lowest-tau modes first
     random: jax.Array  # (R, F, draws) accuracy removing modes in random order
+    smallest_sigma_first: jax.Array  # (R, F) accuracy removing the lowest-|sigma| modes first
     tau: jax.Array  # (R, p) tau sorted in descending order
     parts: jax.Array  # (R, 3, p) tau's three terms, in the same order
     rank: jax.Array  # (R, p) rank of each mode, 0 for the largest tau
@@ -113,7 +119,8 @@ def removal_study(
                                 draws=draws, loss=loss, mode_mask=mask)
         terms = mode_importance_parts(mode_layers(run_params, spec)[layer], mask[layer])
         order = jnp.argsort(-terms.sum(0))
-        return RemovalStudy(curves.weakest_first, curves.random, terms.sum(0)[order], terms[:, order], jnp.argsort(order))
+        return RemovalStudy(curves.weakest_first, curves.random, curves.smallest_sigma_first, terms.sum(0)[order],
+                            terms[:, order], jnp.argsort(order))
 
     return jax.lax.map(one, (params, keys, masks))
 
@@ -133,6 +140,46 @@ def accuracy_leading_and_tail(
                           accuracy(run_params, images, labels, spec=spec, mode_mask=keep(1 - top), loss=loss)])
 
     return jax.lax.map(one, (params, rank))
+
+
+class ModeStudy(NamedTuple):
+    """One layer's modes summarised over a stack of runs (host arrays, ready for results.json)."""
+
+    removal: dict  # weakest_first / smallest_sigma_first / random: {mean, std} over runs (F,); the gap at half
+    spectrum: dict  # tau and its parts by rank (mean over runs), both fits, accuracy of leading / tail modes
+
+
+def mode_study(
+    params: Params, spec: NetworkSpec, images, labels, *, layer: int, fractions: jax.Array, keys: jax.Array,
+    draws: int = 10, split: int = 10,
+) -> ModeStudy:
+    """What the letter's Fig. 3 reports about ``layer``, for every run of a stack at once.
+
+    :func:`removal_study`, then over runs: the removal curves' mean and spread, the gap between
+    weakest-first and random removal at half the modes removed; the mean tau spectrum with the
+    fitted break (:func:`fit_two_power_laws`) and the authors' fixed split at rank ``split``
+    (:func:`fit_fixed_split`); the accuracy keeping only the modes before the fitted break,
+    and only those after it.
+    """
+    study = jax.tree.map(np.asarray, removal_study(params, spec, images, labels, layer=layer, fractions=fractions,
+                                                   keys=keys, draws=draws))
+    spread = lambda a: {"mean": a.mean(0), "std": a.std(0)}
+    random = study.random.mean(-1)
+    half = int(np.argmin(np.abs(np.asarray(fractions) - 0.5)))
+    removal = {"weakest_first": spread(study.weakest_first), "smallest_sigma_first": spread(study.smallest_sigma_first),
+               "random": spread(random),
+               "gap_at_half_removed_points": 100 * float(study.weakest_first[:, half].mean() - random[:, half].mean()),
+               "accuracy_at_half_removed_weakest_first": float(study.weakest_first[:, half].mean())}
+    tau = study.tau.mean(0)
+    spectrum = {"tau_by_rank": tau, "parts_by_rank": study.parts.mean(0), "fit": None, "fixed_split": None}
+    if len(tau) >= 6:
+        fit = fit_two_power_laws(tau)
+        kept = np.asarray(accuracy_leading_and_tail(params, spec, images, labels, layer=layer, rank=study.rank,
+                                                    leading=fit.break_rank - 1))
+        spectrum.update(fit=fit._asdict(), accuracy_leading_only=kept[:, 0].mean(), accuracy_tail_only=kept[:, 1].mean())
+    if len(tau) > split + 1:
+        spectrum["fixed_split"] = fit_fixed_split(tau, split=split)._asdict()
+    return ModeStudy(removal, spectrum)
 
 
 def pattern_dispersion(patterns: jax.Array) -> jax.Array:
@@ -240,6 +287,24 @@ def fit_two_power_laws(values: Sequence[float], *, min_points: int = 3) -> TwoPo
     return best
 
 
+class FixedSplit(NamedTuple):
+    split: int  # last rank of the head
+    head_slope: float  # slope of ln tau against ln rank over ranks 1 .. split
+    tail_slope: float  # and over ranks split + 1 .. p
+
+
+def fit_fixed_split(values: Sequence[float], *, split: int = 10) -> FixedSplit:
+    """Two lines in log-log over ranks ``1..split`` and ``split+1..p``, fitted separately: the
+    authors' procedure for Fig. 3b (they report a tail slope of about -0.82 at ``split=10``).
+    Unlike :func:`fit_two_power_laws` the break is imposed, not estimated."""
+    y = np.log(np.sort(np.asarray(values, float))[::-1])
+    x = np.log(np.arange(1, len(y) + 1))
+    if not 2 <= split <= len(y) - 2:
+        raise ValueError(f"split={split} leaves fewer than two ranks on a side of {len(y)} values")
+    head, tail = np.polyfit(x[:split], y[:split], 1)[0], np.polyfit(x[split:], y[split:], 1)[0]
+    return FixedSplit(split, float(head), float(tail))
+
+
 def least_modes(modes: Sequence[int], accuracies: np.ndarray, reference: np.ndarray) -> int | None:
     """Least p whose mean accuracy over seeds is within the seed-to-seed error of ``reference``.
 
@@ -268,3 +333,22 @@ def fit_log_growth(widths: Sequence[int], values: Sequence[float]) -> LogFit:
     residual = np.sum((y - slope * x - intercept) ** 2)
     total = np.sum((y - y.mean()) ** 2)
     return LogFit(float(slope), float(intercept), float(1 - residual / total) if total > 0 else 1.0)
+
+
+def fit_least_modes(least: dict) -> dict | None:
+    """The ln N law of the least number of modes (Fig. 2c): ``{N: least p or None}`` to the
+    :class:`LogFit` over the rising part, with ``flat_from``, the width from which the least p
+    grows no more (``None`` if it rises to the last width), and ``fitted_widths``.
+
+    The rising part ends at the first width whose least p no later width exceeds; the fit uses
+    the widths up to it (all of them if that leaves fewer than two). ``None`` with fewer than
+    two widths where a least p was found.
+    """
+    points = sorted((int(n), int(p)) for n, p in least.items() if p is not None)
+    if len(points) < 2:
+        return None
+    widths, values = zip(*points)
+    onset = next((i for i in range(len(values) - 1) if max(values[i + 1:]) <= values[i]), None)
+    rising = onset + 1 if onset is not None and onset >= 1 else len(values)
+    fit = fit_log_growth(widths[:rising], values[:rising])
+    return {**fit._asdict(), "flat_from": widths[onset] if onset is not None else None, "fitted_widths": list(widths[:rising])}

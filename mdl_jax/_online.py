@@ -27,6 +27,7 @@ from typing import NamedTuple
 import diffrax
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 
@@ -294,6 +295,46 @@ def simulate_sgd(
         interval, (student.xi_hat, jnp.zeros((), save_steps.dtype)), jnp.arange(len(save_steps))
     )
     return Simulation(save_steps, eps, xi_hat)
+
+
+class TheoryVsSimulation(NamedTuple):
+    """One configuration ``(d, alpha)`` of the letter's Fig. 4 (host arrays)."""
+
+    p: int  # modes, round(alpha d / (ln d)^(1/3))
+    eps_ode: np.ndarray  # (T,) mean-field prediction
+    eps_sim: np.ndarray  # (seeds, T) online SGD, test error on fresh samples
+    M_final: np.ndarray  # (m, k) student-teacher overlap at the end (ODE)
+    ode_steps: int  # adaptive solver steps
+
+
+def theory_vs_simulation(
+    configurations: list[tuple[int, float]], ts: jax.Array, *, hidden: int, eta: float, seeds: int, n_test: int,
+    seed: int = 0, dtype=None,
+) -> list[TheoryVsSimulation]:
+    """The mean-field ODE against online SGD for each ``(d, alpha)`` of ``configurations``.
+
+    Configuration ``i`` draws its teacher and initial student from ``fold_in(PRNGKey(seed), i)``
+    and its ``seeds`` SGD runs from ``split(fold_in(PRNGKey(seed + 1), i), seeds)``; the ODE
+    starts from the simulation's own initial order parameters. All the ODEs live in the same
+    ``(m x m, m x k)`` space and are solved as one vmapped program; each configuration's SGD
+    runs are one vmapped simulation, measured at ``nu = round(t d)``.
+    """
+    setups = []
+    for index, (d, alpha) in enumerate(configurations):
+        p = modes_for_load(alpha, d)
+        teacher, student = init_teacher_student(jax.random.fold_in(jax.random.PRNGKey(seed), index), d, p, hidden, dtype=dtype)
+        setups.append((d, p, teacher, student, order_parameters(student.weights(), teacher.weights()), mode_coupling(student)))
+    stack = lambda items: jax.tree.map(lambda *leaves: jnp.stack(leaves), *items)
+    solve = jax.jit(jax.vmap(lambda op0, a: solve_ode(op0, a, eta, ts)))
+    theory = solve(stack([s[4] for s in setups]), stack([s[5] for s in setups]))
+    out = []
+    for index, (d, p, teacher, student, _, _) in enumerate(setups):
+        keys = jax.random.split(jax.random.fold_in(jax.random.PRNGKey(seed + 1), index), seeds)
+        steps = jnp.round(ts * d).astype(jnp.int32)
+        simulate = jax.jit(jax.vmap(lambda key: simulate_sgd(key, teacher, student, eta, steps, n_test=n_test).eps_g))
+        out.append(TheoryVsSimulation(p, np.asarray(theory.eps_g[index]), np.asarray(simulate(keys)),
+                                      np.asarray(theory.M[index, -1]), int(theory.num_steps[index])))
+    return out
 
 
 def fit_learning_rate(

@@ -10,6 +10,7 @@ from mdl_jax._online import (
     OdeSolution as OdeSolution,
     OrderParameters as OrderParameters,
     Simulation as Simulation,
+    TheoryVsSimulation as TheoryVsSimulation,
     covariance as covariance,
     expectations as expectations,
     fit_learning_rate as fit_learning_rate,
@@ -26,5 +27,6 @@ from mdl_jax._online import (
     order_parameters as order_parameters,
     simulate_sgd as simulate_sgd,
     solve_ode as solve_ode,
+    theory_vs_simulation as theory_vs_simulation,
     vector_field as vector_field,
 )

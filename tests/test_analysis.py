@@ -50,6 +50,9 @@ def test_removal_curves_on_a_trained_network():
     tau = analysis.mode_importance(mdl_jax.mode_layers(params, spec)[0])
     by_hand = analysis.accuracy(params, x, y, spec=spec, mode_mask=(analysis.removal_mask(tau, 0.5), jnp.ones(6)))
     np.testing.assert_allclose(curves.weakest_first[3], by_hand)
+    sigma = jnp.abs(mdl_jax.mode_layers(params, spec)[0].sigma)  # the authors' ranking
+    by_sigma = analysis.accuracy(params, x, y, spec=spec, mode_mask=(analysis.removal_mask(sigma, 0.5), jnp.ones(6)))
+    np.testing.assert_allclose(curves.smallest_sigma_first[3], by_sigma)
 
 
 def test_pattern_dispersion():
@@ -74,6 +77,30 @@ def test_two_power_laws_recover_break_and_exponents():
     fit = analysis.fit_two_power_laws(tau * np.exp(np.random.default_rng(0).normal(0, 0.01, 70)))
     assert fit.break_rank in (9, 10, 11)
     assert abs(fit.leading_exponent - 0.3) < 0.05 and abs(fit.tail_exponent - 2.0) < 0.05
+
+
+def test_fixed_split_fits_each_side_on_its_own():
+    """The authors' imposed split at rank 10: exact power laws on each side give their slopes
+    back, wherever the true break lies only through the side that holds it."""
+    rank = np.arange(1, 71)
+    tau = np.where(rank <= 10, rank ** -0.3, 10 ** -0.3 * (rank / 10.0) ** -0.82)
+    fixed = analysis.fit_fixed_split(tau, split=10)
+    assert fixed.split == 10 and fixed.head_slope == pytest.approx(-0.3) and fixed.tail_slope == pytest.approx(-0.82)
+    shifted = analysis.fit_fixed_split(np.where(rank <= 20, rank ** -0.3, 20 ** -0.3 * (rank / 20.0) ** -2.0), split=10)
+    assert shifted.head_slope == pytest.approx(-0.3) and shifted.tail_slope < -0.82  # a mix of both laws
+    with pytest.raises(ValueError, match="split=69"):
+        analysis.fit_fixed_split(tau, split=69)
+
+
+def test_least_modes_law_fits_the_rising_part_and_finds_the_flat_onset():
+    widths = [10, 25, 50, 100, 200, 400]
+    rising = {n: round(5.2 * np.log(n) - 4) for n in widths[:4]}  # the issue's law up to N = 100, then flat
+    law = analysis.fit_least_modes({**rising, 200: rising[100], 400: rising[100] - 1})
+    assert law["flat_from"] == 100 and law["fitted_widths"] == [10, 25, 50, 100]
+    assert abs(law["slope"] - 5.2) < 0.3 and law["r2"] > 0.99
+    still_rising = analysis.fit_least_modes({10: 4, 25: 9, 50: None, 100: 16})
+    assert still_rising["flat_from"] is None and still_rising["fitted_widths"] == [10, 25, 100]
+    assert analysis.fit_least_modes({10: 4, 25: None}) is None
 
 
 def test_least_modes_and_log_fit():

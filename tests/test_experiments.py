@@ -29,6 +29,7 @@ def test_fig4_tiny(tmp_path):
     for config in saved["configurations"]:
         assert len(config["eps_ode"]) == len(config["eps_sim_mean"]) == 8
         assert len(config["M_final"]) == 8 and len(config["M_final"][0]) == 8
+        assert config["gap_vs_seed_stderr"] >= 0
 
 
 def _mnist_slice(mnist, n_train=6000, n_test=2000):
@@ -55,16 +56,23 @@ def test_fig1_tiny(tmp_path):
 def test_fig2_tiny(tmp_path, mnist):
     from experiments import fig2
 
-    settings = fig2.Fig2Settings(seeds=2, epochs=1, modes=(5, 30), trajectory_modes=(30,), widths=(25,),
-                                 width_modes=(5, 30), overlap_dim=3)
+    settings = fig2.Fig2Settings(seeds=2, epochs=2, modes=(5, 30), trajectory_modes=(30,), widths=(25,),
+                                 width_modes=(5, 30), overlap_dim=3, last_epochs=2)
     results = fig2.run(settings, _mnist_slice(mnist), tmp_path)
     saved = _written(tmp_path, "fig2")
     assert set(saved["b_accuracy_vs_p"]["mdl"]) == {"5", "30"}
     assert saved["b_accuracy_vs_p"]["mdl"]["30"]["param_fraction"] == pytest.approx(35_910 / 89_400)
-    assert set(saved["c_least_modes"]) == {"25"}
+    for baseline in ("bp", "bp_fanin"):  # accuracies are means over each run's last two epochs
+        last = mdl_jax.load_metrics(tmp_path / "runs" / f"784-100-100-10_{baseline}", baseline, "test_accuracy")[-2:]
+        assert saved["b_accuracy_vs_p"][baseline]["mean"] == pytest.approx(last.mean())
+        assert set(saved["least_modes"][baseline]) == {"25"}
+    assert set(saved["least_modes_fit"]) == {"bp", "bp_fanin"}  # one width: no fit yet
+    assert saved["least_modes_fit"]["bp"] is None
     assert len(saved["d_dispersion_by_layer"]["mean"]) == 4
-    assert len(saved["ef_subspace_overlap"]["mdl"]["mean"]) == 5
-    assert all(0 <= o <= 1 + 1e-6 for o in saved["ef_subspace_overlap"]["bp"]["mean"])
+    assert set(saved["overlap"]) == {"mdl", "bp", "bp_fanin"} and len(saved["overlap"]["mdl"]) == 5
+    assert all(0 <= o <= 1 + 1e-6 for o in saved["overlap"]["bp_fanin"])
+    with pytest.raises(SystemExit, match="last_epochs=3"):
+        fig2.run(dataclasses.replace(settings, last_epochs=3), _mnist_slice(mnist), tmp_path / "other")
     assert results["wall_time_s"] > 0
 
 
@@ -79,6 +87,10 @@ def test_fig3_tiny(tmp_path, mnist):
         assert len(removal["weakest_first"]["mean"]) == 5
         assert removal["weakest_first"]["mean"][0] == pytest.approx(results["test_accuracy"]["mean"], abs=1e-6)
         assert saved["b_spectrum"][layer]["fit"]["break_rank"] > 1
+        sigma_first = removal["smallest_sigma_first"]["mean"]  # same start, and nothing left at the end
+        assert sigma_first[0] == pytest.approx(removal["weakest_first"]["mean"][0]) and sigma_first[-1] == pytest.approx(removal["weakest_first"]["mean"][-1])
+    assert saved["tau_fixed_split"] == saved["b_spectrum"]["0"]["fixed_split"] and saved["tau_fixed_split"]["split"] == 10
+    assert saved["tau_fitted_break"] == saved["b_spectrum"]["0"]["fit"]
 
 
 @pytest.mark.mnist
@@ -196,7 +208,7 @@ def test_beyond_mlp_tiny(tmp_path, mnist):
     for family, layers in (("cnn", 3),):
         r = saved[family]
         assert set(r["modes"]) == {"2", "4"} and r["plain"]["params"] > r["modes"]["4"]["params"] > r["modes"]["2"]["params"]
-        assert len(r["tau_by_rank"]) == 4 and r["removal"]["weakest_first"][0] == pytest.approx(r["removal"]["random"][0])
+        assert len(r["tau_by_rank"]) == 4 and r["removal"]["weakest_first"]["mean"][0] == pytest.approx(r["removal"]["random"]["mean"][0])
         assert (tmp_path / "runs" / f"{family}_modes" / "summary.json").is_file()
         spec = mdl_jax.load_params(tmp_path / "runs" / f"{family}_modes", f"{family}_modes").spec
         assert len(spec.modes) == layers

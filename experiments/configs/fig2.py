@@ -28,6 +28,10 @@ class Fig2Settings:
     width_modes: tuple[int, ...] = (1, 2, 3, 5, 8, 12, 16, 20, 30, 40, 60)
     deep_modes: int = 30
     overlap_dim: int = 5
+    baselines: tuple[str, ...] = ("bp", "bp_fanin")  # standard BP and the authors' (z = h W / sqrt(N_l))
+    weight_decay: float = 1e-4  # 1L1P and the baselines (the authors' scripts)
+    weight_decay_1l2p: float = 1e-3  # 1L2P (Fig2/MDL-1L2P.py)
+    last_epochs: int = 5  # accuracies (least p included) are means over each run's last epochs
 
 
-QUICK = Fig2Settings(seeds=2, epochs=2, modes=(2, 5, 10, 30, 50), widths=(25, 50, 100), width_modes=(2, 5, 10, 20, 40))
+QUICK = Fig2Settings(seeds=2, epochs=2, last_epochs=1, modes=(2, 5, 10, 30, 50), widths=(25, 50, 100), width_modes=(2, 5, 10, 20, 40))

@@ -25,6 +25,7 @@ class Fig3Settings:
     modes: int = 70
     fractions: int = 11
     random_draws: int = 10
+    fixed_split: int = 10  # the authors' Fig. 3b lines: ranks 1..10 and 11..p, fitted separately
 
 
 QUICK = Fig3Settings(seeds=2, epochs=2)
