@@ -3,24 +3,14 @@
 
     python -m experiments.effective_model [--quick] [--out DIR] [--data-dir DIR] [--set KEY=VALUE]
 
-Trains binary networks on PCA-20 MNIST by local reparametrisation (deep 20-15-15-10 with all
-60,000 training images and with 500, shallow 20-10), samples weight configurations that pass
-a test-accuracy threshold (stored in DIR/samples_<case>.npz and reused by a later run with the
-same training settings), pools the deep samples over relabellings of their hidden units
-(``hidden_permutations``), fits a maximum-entropy Ising model per layer (LB, ITR, RB), to the
-whole deep network (FULL) and to the shallow one by Boltzmann learning with Metropolis
-moments and, for comparison, with BP moments (the notes' procedure, from J = h = 0; its
-models reproduce the data's correlations less well), checks every fit by Metropolis sampling
-against the data's moments, and sweeps the entropy landscape s(d) around reference samples (field x from
-+3 to -3 and back, warm-started BP), simulating the distance curve of some of them with
-Metropolis chains as a check of BP's jumps and loops. Writes DIR/effective_model.png/.pdf,
-config.json and results.json with ``max_entropy`` (LB, ITR, RB, FULL of the
-under-parametrised deep network), ``mean_abs_J``, ``mean_abs_h``, ``shallow_max_distance_jump``
-and ``shallow_landscape`` (jumps and loops of the shallow network by BP and by the chains,
-for each fit).
-
---quick (128 networks per case, 10-200 epochs, 100 samples per network): about 8 minutes on
-2 CPU cores.
+Trains binary networks on PCA-20 MNIST (the ``binary`` method: deep 20-15-15-10 on all 60,000
+images and on 500, shallow 20-10) as runs of DIR/runs/, keeps the weight configurations that
+pass a test-accuracy threshold (DIR/samples_<case>.npz, reused by a later run with the same
+training settings), pools the deep ones over relabellings of their hidden units, fits an Ising
+model to each layer (LB, ITR, RB), to the whole deep network (FULL) and to the shallow one
+(Metropolis-moment fit, and the notes' BP-moment fit for comparison), and examines each fit
+(:func:`mdl_jax.landscape.examine`: moments, couplings, the entropy landscape by BP and by
+Metropolis chains). Settings, wall times, expected numbers: experiments/configs/effective_model.py.
 """
 
 from __future__ import annotations
@@ -42,7 +32,6 @@ from experiments.configs.effective_model import QUICK, EffectiveModelSettings
 
 LAYERS = {"LB": slice(0, 300), "ITR": slice(300, 525), "RB": slice(525, 675)}
 FITS = ("bp", "mcmc")
-QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 NOTES_MEAN_ABS = {"J": {"LB": 0.0095, "ITR": 0.0040, "RB": 0.016}, "h": {"LB": 0.047, "ITR": 0.007, "RB": 0.089}}  # notes, section 4
 
 
@@ -58,61 +47,14 @@ def _fit(spins: jax.Array, method: str, settings: EffectiveModelSettings, key: j
 
 def _fit_and_sweep(spins: jax.Array, data: tuple, method: str, settings: EffectiveModelSettings, key: jax.Array,
                    references: int) -> dict:
-    """Fits the Ising model to ``spins`` (whose :func:`landscape.connected_moments` are
-    ``data``), checks it by Metropolis sampling against the data's moments, sweeps the entropy
-    landscape around ``references`` samples of low to high energy, and simulates the distance
-    curve of ``check_references`` of them with Metropolis chains (a check of BP's jumps and
-    loops)."""
-    k_fit, k_init, k_check, k_simulate = jax.random.split(key, 4)
+    """Fits the Ising model to ``spins`` and examines it (:func:`landscape.examine`)."""
+    k_fit, k_examine = jax.random.split(key)
     fit = _fit(spins, method, settings, k_fit)
-    model = fit.model
-    starts = spins[jax.random.choice(k_init, spins.shape[0], (settings.verify_chains,))]
-    check = landscape.metropolis(model, k_check, chains=settings.verify_chains, sweeps=settings.verify_sweeps,
-                                 burn_in=settings.verify_sweeps // 2, init=starts)
-    mean_error, correlation_error = landscape.moment_errors(check, data)
-    half = check.shape[0] // 2  # rows are chain-major: the first half comes from the first half of the chains
-    _, noise = landscape.moment_errors(check[:half], check[half:])  # about twice the check's own noise
-    _, independent_error = landscape.moment_errors((data[0], jnp.zeros_like(data[1])), data)  # the data's means, no correlations
-    energy = -0.5 * jnp.einsum("si,ij,sj->s", spins, model.J, spins) - spins @ model.h
-    order = np.argsort(np.asarray(energy))
-    picks = order[np.linspace(0, len(order) - 1, references).astype(int)]  # low to high energy
-    fields = landscape.field_sweep(3.0, settings.field_step)
-    sweeps = [landscape.entropy_landscape(model, spins[i], fields) for i in picks]
-    rows = np.unique(np.linspace(0, references - 1, min(settings.check_references, references)).astype(int))
-    simulated = [landscape.metropolis_landscape(model, spins[picks[r]], fields, k, chains=settings.check_chains,
-                                                sweeps=settings.check_sweeps, measure=max(1, settings.check_sweeps // 2))
-                 for r, k in zip(rows, jax.random.split(k_simulate, len(rows)))]
-    off = ~np.eye(spins.shape[1], dtype=bool)
-    return {
-        "fit": method, "samples": spins.shape[0], "rms_moment_error": float(fit.rms_error),
-        "metropolis_mean_error": float(mean_error), "metropolis_correlation_error": float(correlation_error),
-        "metropolis_correlation_noise": float(noise) / 2, "independent_correlation_error": float(independent_error),
-        "mean_abs_J": float(np.abs(np.asarray(model.J))[off].mean()), "mean_abs_h": float(np.abs(np.asarray(model.h)).mean()),
-        "abs_J_quantiles": np.quantile(np.abs(np.asarray(model.J))[off], QUANTILES),
-        "abs_h_quantiles": np.quantile(np.abs(np.asarray(model.h)), QUANTILES),
-        "max_entropy": float(np.mean([np.max(np.asarray(s.entropy)) for s in sweeps])),
-        "max_distance_jump": float(np.max([np.max(np.asarray(landscape.distance_jumps(s))) for s in sweeps])),
-        "hysteresis": float(np.max([float(landscape.hysteresis(s)) for s in sweeps])),
-        "bp_converged": float(np.mean([np.mean(np.asarray(s.converged)) for s in sweeps])),
-        "curves": [{"x": s.fields, "d": s.distance, "s": s.entropy} for s in sweeps],
-        **_landscape_check([sweeps[r] for r in rows], simulated),
-    }
-
-
-def _landscape_check(solved: list, simulated: list) -> dict:
-    """BP's largest jump and loop against the Metropolis chains' on the same references."""
-    if not simulated:
-        return {}
-
-    def largest(curves, measure):
-        return float(np.max([np.max(np.asarray(measure(c))) for c in curves]))
-    return {
-        "checked_references": len(simulated),
-        "checked_bp_jump": largest(solved, landscape.distance_jumps), "checked_bp_hysteresis": largest(solved, landscape.hysteresis),
-        "metropolis_max_distance_jump": largest(simulated, landscape.distance_jumps),
-        "metropolis_hysteresis": largest(simulated, landscape.hysteresis),
-        "metropolis_curves": [{"x": c.fields, "d": c.distance} for c in simulated],
-    }
+    s = settings
+    return {"fit": method, "rms_moment_error": float(fit.rms_error), **landscape.examine(
+        fit.model, spins, data, k_examine, references=references, field_step=s.field_step, verify_chains=s.verify_chains,
+        verify_sweeps=s.verify_sweeps, check_references=s.check_references, check_chains=s.check_chains,
+        check_sweeps=s.check_sweeps)}
 
 
 def _samples(name: str, widths, n_train, epochs: int, threshold: float, pca, scoring, s: EffectiveModelSettings, out: Path):

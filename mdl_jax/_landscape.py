@@ -421,3 +421,65 @@ def tree_ising(key: jax.Array, n: int, *, coupling: float, field: float, dtype=j
     weights = coupling * jax.random.normal(kj, (n - 1,), dtype)
     J = jnp.zeros((n, n), dtype).at[np.arange(1, n), parents].set(weights)
     return Ising(J + J.T, field * jax.random.normal(kh, (n,), dtype))
+
+
+_QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
+
+
+def examine(
+    model: Ising, spins: jax.Array, data: tuple, key: jax.Array, *, references: int, field_step: float = 0.05,
+    verify_chains: int = 128, verify_sweeps: int = 200, check_references: int = 5, check_chains: int = 32,
+    check_sweeps: int = 20,
+) -> dict:
+    """Everything the effective-model study asks of a fitted ``model`` of ``spins`` (whose
+    :func:`connected_moments` are ``data``), as host numbers:
+
+    * its moments, by ``verify_chains`` Metropolis chains started from samples, against the
+      data's, beside the check's own noise (half the chains against the other half, halved)
+      and a model without couplings;
+    * ``|J|`` and ``|h|``: means and the 5-25-50-75-95 % quantiles;
+    * the entropy landscape ``s(d)`` by BP around ``references`` samples from low to high
+      model energy, field ``x`` from +3 to -3 and back: mean of the largest entropy, largest
+      jump of ``d`` and widest loop, BP's convergence, every curve;
+    * for ``check_references`` of those references the distance curve simulated by Metropolis
+      chains along the same sweep (:func:`metropolis_landscape`), with its largest jump and
+      loop, so that a jump of the model can be told from one of BP's fixed points.
+    """
+    k_init, k_check, k_simulate = jax.random.split(key, 3)
+    starts = spins[jax.random.choice(k_init, spins.shape[0], (verify_chains,))]
+    check = metropolis(model, k_check, chains=verify_chains, sweeps=verify_sweeps, burn_in=verify_sweeps // 2, init=starts)
+    mean_error, correlation_error = moment_errors(check, data)
+    half = check.shape[0] // 2  # rows are chain-major: the first half comes from the first half of the chains
+    _, noise = moment_errors(check[:half], check[half:])  # about twice the check's own noise
+    _, independent_error = moment_errors((data[0], jnp.zeros_like(data[1])), data)  # the data's means, no correlations
+    energy = -0.5 * jnp.einsum("si,ij,sj->s", spins, model.J, spins) - spins @ model.h
+    order = np.argsort(np.asarray(energy))
+    picks = order[np.linspace(0, len(order) - 1, references).astype(int)]  # low to high energy
+    fields = field_sweep(3.0, field_step)
+    sweeps = [entropy_landscape(model, spins[i], fields) for i in picks]
+    rows = np.unique(np.linspace(0, references - 1, min(check_references, references)).astype(int))
+    simulated = [metropolis_landscape(model, spins[picks[r]], fields, k, chains=check_chains, sweeps=check_sweeps,
+                                      measure=max(1, check_sweeps // 2))
+                 for r, k in zip(rows, jax.random.split(k_simulate, len(rows)))]
+    couplings = np.abs(np.asarray(model.J))[~np.eye(spins.shape[1], dtype=bool)]
+    fields_abs = np.abs(np.asarray(model.h))
+    largest = lambda curves, measure: float(np.max([np.max(np.asarray(measure(c))) for c in curves]))
+    out = {
+        "samples": spins.shape[0], "metropolis_mean_error": float(mean_error),
+        "metropolis_correlation_error": float(correlation_error), "metropolis_correlation_noise": float(noise) / 2,
+        "independent_correlation_error": float(independent_error),
+        "mean_abs_J": float(couplings.mean()), "mean_abs_h": float(fields_abs.mean()),
+        "abs_J_quantiles": np.quantile(couplings, _QUANTILES), "abs_h_quantiles": np.quantile(fields_abs, _QUANTILES),
+        "max_entropy": float(np.mean([np.max(np.asarray(s.entropy)) for s in sweeps])),
+        "max_distance_jump": largest(sweeps, distance_jumps), "hysteresis": largest(sweeps, hysteresis),
+        "bp_converged": float(np.mean([np.mean(np.asarray(s.converged)) for s in sweeps])),
+        "curves": [{"x": s.fields, "d": s.distance, "s": s.entropy} for s in sweeps],
+    }
+    if simulated:
+        checked = [sweeps[r] for r in rows]
+        out.update(checked_references=len(simulated), checked_bp_jump=largest(checked, distance_jumps),
+                   checked_bp_hysteresis=largest(checked, hysteresis),
+                   metropolis_max_distance_jump=largest(simulated, distance_jumps),
+                   metropolis_hysteresis=largest(simulated, hysteresis),
+                   metropolis_curves=[{"x": c.fields, "d": c.distance} for c in simulated])
+    return out

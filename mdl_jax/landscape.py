@@ -19,6 +19,7 @@ from mdl_jax._landscape import (
     entropy_bound as entropy_bound,
     entropy_landscape as entropy_landscape,
     exact_moments as exact_moments,
+    examine as examine,
     field_sweep as field_sweep,
     hysteresis as hysteresis,
     mean_energy as mean_energy,
