@@ -10,7 +10,7 @@ line pairs in log-log: the authors' fixed split (ranks 1-10 and 11-p, ``tau_fixe
 a fitted break (``tau_fitted_break``, a robustness check), and the accuracy left when only the
 modes before the fitted break, or only those after it, are kept.
 
-Full settings: the letter's (10 networks, 150 epochs, lr 5e-3 halving every 30 epochs).
+Full settings: 10 networks, 150 epochs, the authors' lr 0.01 halving every 30 epochs.
 --quick (2 networks, 2 epochs): about 1 minute on 2 CPU cores.
 Writes DIR/fig3.png, fig3.pdf, config.json, results.json.
 """

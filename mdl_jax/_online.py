@@ -300,7 +300,7 @@ def simulate_sgd(
 class TheoryVsSimulation(NamedTuple):
     """One configuration ``(d, alpha)`` of the letter's Fig. 4 (host arrays)."""
 
-    p: int  # modes, round(alpha d / (ln d)^(1/3))
+    p: int  # modes, floor(alpha ln d)
     eps_ode: np.ndarray  # (T,) mean-field prediction
     eps_sim: np.ndarray  # (seeds, T) online SGD, test error on fresh samples
     M_final: np.ndarray  # (m, k) student-teacher overlap at the end (ODE)
