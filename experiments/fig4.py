@@ -39,19 +39,30 @@ def run(settings: Fig4Settings, out: Path, *, plot: bool = True) -> dict:
     configs = configurations(s)
     with jax.enable_x64(s.dtype == "float64"):
         ts = online.log_times(s.t_max, s.n_times, t_min=s.t_min)
-        compared = online.theory_vs_simulation([(c["d"], c["alpha"]) for c in configs], ts, hidden=s.hidden, eta=s.eta,
-                                               seeds=s.seeds, n_test=s.n_test, seed=s.seed, dtype=jnp.dtype(s.dtype))
+        compared = online.theory_vs_simulation(
+            [(c["d"], c["alpha"]) for c in configs], ts, hidden=s.hidden, eta=s.eta, seeds=s.seeds, n_test=s.n_test,
+            teachers=s.teachers, seed=s.seed, redraw_above=0.01 if s.redraw_student else None, fixed_test=s.fixed_test,
+            dtype=jnp.dtype(s.dtype))
         ts = np.asarray(ts)
-    results = {"settings": dataclasses.asdict(s), "ts": ts, "configurations": []}
+    results = {"settings": dataclasses.asdict(s), "ts": ts, "teachers_per_alpha": s.teachers, "configurations": [],
+               "plateau": {}, "gap_vs_seed_stderr": {}}
     for config, c in zip(configs, compared):
-        gap = np.abs(c.eps_sim.mean(0) - c.eps_ode) / c.eps_ode
-        stderr = c.eps_sim.std(0, ddof=1) / np.sqrt(len(c.eps_sim))  # seed-to-seed standard error of the mean
+        sim = c.eps_sim.mean(1)  # (teachers, T): mean over seeds
+        gap = np.abs(sim - c.eps_ode) / c.eps_ode
+        stderr = c.eps_sim.std(1, ddof=1) / np.sqrt(c.eps_sim.shape[1])  # seed-to-seed standard error of the mean
+        worst = np.unravel_index(gap.argmax(), gap.shape)
+        plateau = [online.plateau_share(ts, e) for e in c.eps_ode]
         results["configurations"].append({
-            **config, "p": c.p, "eps_ode": c.eps_ode, "eps_sim_mean": c.eps_sim.mean(0), "eps_sim_std": c.eps_sim.std(0),
-            "max_rel_gap": float(gap.max()), "median_rel_gap": float(np.median(gap)), "max_gap_at_t": float(ts[gap.argmax()]),
-            "eps_ode_at_max_gap": float(c.eps_ode[gap.argmax()]), "M_final": c.M_final, "ode_steps": c.ode_steps,
-            "gap_vs_seed_stderr": float(np.median(np.abs(c.eps_sim.mean(0) - c.eps_ode) / np.maximum(stderr, 1e-30))),
+            **config, "p": c.p, "eps_ode": c.eps_ode, "eps_sim_mean": sim, "eps_sim_std": c.eps_sim.std(1),
+            "max_rel_gap": float(gap.max()), "median_rel_gap": float(np.median(gap)), "max_gap_at_t": float(ts[worst[1]]),
+            "eps_ode_at_max_gap": float(c.eps_ode[worst]), "M_final": c.M_final[0], "ode_steps": c.ode_steps,
+            "plateau_share": plateau, "time_to_eps0_over_100": [online.time_to_fraction(ts, e) for e in c.eps_ode],
         })
+        name = f"d={config['d']},alpha={config['alpha']:g}"
+        later = ts > 0  # at t = 0 every seed has the same student (and, with fixed_test, the same error)
+        results["gap_vs_seed_stderr"][name] = float(np.median((np.abs(sim - c.eps_ode) / np.maximum(stderr, 1e-30))[:, later]))
+        if config["panel"] == "b":
+            results["plateau"][f"{config['alpha']:g}"] = {"median": float(np.median(plateau)), "min": min(plateau), "max": max(plateau)}
     worst = max(results["configurations"], key=lambda c: c["max_rel_gap"])
     results["max_rel_gap_theory_vs_simulation"] = worst["max_rel_gap"]
     results["max_rel_gap_at"] = {"t": worst["max_gap_at_t"], "eps_ode": worst["eps_ode_at_max_gap"], "d": worst["d"], "alpha": worst["alpha"]}
@@ -70,14 +81,15 @@ def draw(results: dict):
     for ax, panel, key, label in ((axes[0], "a", "d", "d"), (axes[1], "b", "alpha", r"\alpha")):
         configs = [c for c in results["configurations"] if c["panel"] == panel]
         colors = plt.cm.Blues(np.linspace(0.4, 1.0, len(configs)))
-        for config, color in zip(configs, colors):
-            ax.plot(ts[1:], config["eps_ode"][1:], color=color, lw=1.8, label=f"${label} = {config[key]:g}$ (p = {config['p']})")
-            ax.errorbar(ts[1:], config["eps_sim_mean"][1:], yerr=config["eps_sim_std"][1:], fmt="o", ms=3.5,
-                        color=color, mfc="none", elinewidth=0.8, capsize=0)
+        for config, color in zip(configs, colors):  # teacher 0 in full, the other teachers' ODEs thin
+            ode, sim, std = (np.asarray(config[k]) for k in ("eps_ode", "eps_sim_mean", "eps_sim_std"))
+            ax.plot(ts[1:], ode[0, 1:], color=color, lw=1.8, label=f"${label} = {config[key]:g}$ (p = {config['p']})")
+            ax.plot(ts[1:], ode[1:, 1:].T, color=color, lw=0.6, alpha=0.5)
+            ax.errorbar(ts[1:], sim[0, 1:], yerr=std[0, 1:], fmt="o", ms=3.5, color=color, mfc="none", elinewidth=0.8, capsize=0)
         ax.set(xscale="log", yscale="log", xlabel=r"$t = \nu / d$", ylabel=r"$\epsilon_g$")
         fixed = r"\alpha" if panel == "a" else "d"
         value = configs[0]["alpha"] if panel == "a" else configs[0]["d"]
-        ax.set_title(f"({panel}) ${fixed} = {value:g}$: lines ODE, markers SGD", fontsize=10)
+        ax.set_title(f"({panel}) ${fixed} = {value:g}$: lines ODE, markers SGD ({results['teachers_per_alpha']} teachers)", fontsize=10)
         ax.legend(fontsize=8, loc="lower left")
         inset_config = configs[0] if panel == "a" else min(configs, key=lambda c: abs(c["alpha"] - 1.0))
         inset = ax.inset_axes([0.68, 0.62, 0.3, 0.34])

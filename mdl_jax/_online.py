@@ -66,16 +66,34 @@ def modes_for_load(alpha: float, d: int) -> int:
     return p
 
 
-def init_teacher_student(key: jax.Array, d: int, p: int, k: int, *, dtype=None) -> tuple[Committee, Committee]:
+def init_teacher_student(
+    key: jax.Array, d: int, p: int, k: int, *, dtype=None, nested: bool = False, redraw_above: float | None = None,
+) -> tuple[Committee, Committee]:
     """Teacher and initial student: every factor entry i.i.d. ``N(0, (ln d)^(-1/3))``.
 
-    The student shares the teacher's ``xi`` and ``sigma`` and draws its own ``xi_hat``.
+    The student shares the teacher's ``xi`` and ``sigma`` and draws its own ``xi_hat``. With
+    ``nested``, mode ``a`` of every factor comes from ``fold_in(factor key, a)`` alone, so
+    committees drawn from one key with ``p' < p`` modes are the first ``p'`` modes of the
+    ``p``-mode one (teachers shared across mode loads). ``redraw_above``: the authors' rule,
+    the student is redrawn once (from ``fold_in(key, 1)``) when
+    ``(mean Q - mean P)^2 / 2 > redraw_above`` (they use 0.01).
     """
     scale = math.log(d) ** (-1.0 / 6.0)
     k_hat, k_sigma, k_xi, k_student = jax.random.split(key, 4)
-    normal = lambda kk, shape: scale * jax.random.normal(kk, shape, dtype or jnp.float32)
-    teacher = Committee(normal(k_hat, (d, p)), normal(k_sigma, (p,)), normal(k_xi, (k, p)))
-    return teacher, teacher._replace(xi_hat=normal(k_student, (d, p)))
+    dtype = dtype or jnp.float32
+    if nested:
+        columns = lambda kk, rows: scale * jax.vmap(lambda a: jax.random.normal(jax.random.fold_in(kk, a), (rows,), dtype),
+                                                    out_axes=1)(jnp.arange(p))
+    else:
+        columns = lambda kk, rows: scale * jax.random.normal(kk, (rows, p), dtype)
+    teacher = Committee(columns(k_hat, d), columns(k_sigma, 1)[0], columns(k_xi, k))
+    student = teacher._replace(xi_hat=columns(k_student, d))
+    if redraw_above is not None:
+        op = order_parameters(student.weights(), teacher.weights())
+        redraw = (jnp.mean(op.Q) - jnp.mean(op.P)) ** 2 / 2 > redraw_above
+        again = teacher._replace(xi_hat=columns(jax.random.fold_in(k_student, 1), d))
+        student = jax.tree.map(lambda a, b: jnp.where(redraw, b, a), student, again)
+    return teacher, student
 
 
 def order_parameters(student_w: jax.Array, teacher_w: jax.Array) -> OrderParameters:
@@ -239,7 +257,7 @@ class Simulation(NamedTuple):
 
 def simulate_sgd(
     key: jax.Array, teacher: Committee, student: Committee, eta: float | jax.Array,
-    save_steps: jax.Array, *, n_test: int = 10_000, block: int = 256,
+    save_steps: jax.Array, *, n_test: int = 10_000, block: int = 256, test_key: jax.Array | None = None,
 ) -> Simulation:
     """Online SGD on the student's ``xi_hat``, one fresh sample per step, as ``lax.scan``.
 
@@ -252,6 +270,8 @@ def simulate_sgd(
       n_test: test samples per measurement.
       block: samples are drawn ``block`` at a time (cheaper than one draw per step); the
         stream of sample ``nu`` depends only on ``(key, nu // block)``, whatever the saves.
+      test_key: measure every ``eps_g`` on one fixed set of ``n_test`` samples drawn from it
+        (the authors' protocol; shared by every run given the same key) instead of fresh ones.
     """
     d = teacher.xi_hat.shape[0]
     dtype = teacher.xi_hat.dtype
@@ -280,7 +300,7 @@ def simulate_sgd(
         return jax.lax.fori_loop(start // block, (stop + block - 1) // block, per_block, xi_hat)
 
     def test_error(xi_hat, index):
-        x = jax.random.normal(jax.random.fold_in(k_test, index), (n_test, d), dtype)
+        x = jax.random.normal(jax.random.fold_in(k_test, index) if test_key is None else test_key, (n_test, d), dtype)
         y_hat = jnp.mean(g(x @ xi_hat @ coupling.T / root_d), axis=1)
         y = jnp.mean(g(x @ w_teacher.T / root_d), axis=1)
         return 0.5 * jnp.mean((y_hat - y) ** 2)
@@ -298,43 +318,74 @@ def simulate_sgd(
 
 
 class TheoryVsSimulation(NamedTuple):
-    """One configuration ``(d, alpha)`` of the letter's Fig. 4 (host arrays)."""
+    """One configuration ``(d, alpha)`` of the letter's Fig. 4, over teachers (host arrays)."""
 
     p: int  # modes, floor(alpha ln d)
-    eps_ode: np.ndarray  # (T,) mean-field prediction
-    eps_sim: np.ndarray  # (seeds, T) online SGD, test error on fresh samples
-    M_final: np.ndarray  # (m, k) student-teacher overlap at the end (ODE)
-    ode_steps: int  # adaptive solver steps
+    eps_ode: np.ndarray  # (teachers, T) mean-field prediction
+    eps_sim: np.ndarray  # (teachers, seeds, T) online SGD
+    M_final: np.ndarray  # (teachers, m, k) student-teacher overlap at the end (ODE)
+    ode_steps: np.ndarray  # (teachers,) adaptive solver steps
 
 
 def theory_vs_simulation(
     configurations: list[tuple[int, float]], ts: jax.Array, *, hidden: int, eta: float, seeds: int, n_test: int,
-    seed: int = 0, dtype=None,
+    teachers: int = 1, seed: int = 0, redraw_above: float | None = None, fixed_test: bool = False, dtype=None,
 ) -> list[TheoryVsSimulation]:
     """The mean-field ODE against online SGD for each ``(d, alpha)`` of ``configurations``.
 
-    Configuration ``i`` draws its teacher and initial student from ``fold_in(PRNGKey(seed), i)``
-    and its ``seeds`` SGD runs from ``split(fold_in(PRNGKey(seed + 1), i), seeds)``; the ODE
-    starts from the simulation's own initial order parameters. All the ODEs live in the same
-    ``(m x m, m x k)`` space and are solved as one vmapped program; each configuration's SGD
-    runs are one vmapped simulation, measured at ``nu = round(t d)``.
+    Teacher ``j`` of input dimension ``d`` and its initial student come from
+    ``fold_in(fold_in(PRNGKey(seed), d), j)`` with nested draws (:func:`init_teacher_student`),
+    so at one ``d`` every mode load shares its first modes. Its ``seeds`` SGD runs come from
+    ``split(fold_in(fold_in(PRNGKey(seed + 1), d), j), seeds)``, each measured on fresh test
+    samples, or with ``fixed_test`` on one set per teacher. The ODE starts from the
+    simulation's own initial order parameters. All ODEs live in the same ``(m x m, m x k)``
+    space: one vmapped solve; each configuration's simulations are one vmapped program over
+    teachers and seeds, measured at ``nu = round(t d)``.
     """
-    setups = []
-    for index, (d, alpha) in enumerate(configurations):
-        p = modes_for_load(alpha, d)
-        teacher, student = init_teacher_student(jax.random.fold_in(jax.random.PRNGKey(seed), index), d, p, hidden, dtype=dtype)
-        setups.append((d, p, teacher, student, order_parameters(student.weights(), teacher.weights()), mode_coupling(student)))
     stack = lambda items: jax.tree.map(lambda *leaves: jnp.stack(leaves), *items)
-    solve = jax.jit(jax.vmap(lambda op0, a: solve_ode(op0, a, eta, ts)))
-    theory = solve(stack([s[4] for s in setups]), stack([s[5] for s in setups]))
+    setups = []
+    for d, alpha in configurations:
+        p = modes_for_load(alpha, d)
+        pairs = [init_teacher_student(jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(seed), d), j), d, p, hidden,
+                                      dtype=dtype, nested=True, redraw_above=redraw_above) for j in range(teachers)]
+        setups.append((d, p, stack([t for t, _ in pairs]), stack([s for _, s in pairs])))
+    ops = [jax.vmap(lambda t, s: order_parameters(s.weights(), t.weights()))(t, s) for _, _, t, s in setups]
+    couplings = [jax.vmap(mode_coupling)(s) for _, _, _, s in setups]
+    theory = jax.jit(jax.vmap(lambda op0, a: solve_ode(op0, a, eta, ts)))(
+        jax.tree.map(lambda *a: jnp.concatenate(a), *ops), jnp.concatenate(couplings))
     out = []
-    for index, (d, p, teacher, student, _, _) in enumerate(setups):
-        keys = jax.random.split(jax.random.fold_in(jax.random.PRNGKey(seed + 1), index), seeds)
+    for index, (d, p, teacher, student) in enumerate(setups):
+        base = jax.random.fold_in(jax.random.PRNGKey(seed + 1), d)
+        keys = jnp.stack([jax.random.split(jax.random.fold_in(base, j), seeds) for j in range(teachers)])
+        test_keys = jnp.stack([jax.random.fold_in(jax.random.fold_in(base, j), seeds) for j in range(teachers)])  # after the seeds
         steps = jnp.round(ts * d).astype(jnp.int32)
-        simulate = jax.jit(jax.vmap(lambda key: simulate_sgd(key, teacher, student, eta, steps, n_test=n_test).eps_g))
-        out.append(TheoryVsSimulation(p, np.asarray(theory.eps_g[index]), np.asarray(simulate(keys)),
-                                      np.asarray(theory.M[index, -1]), int(theory.num_steps[index])))
+
+        def one(key, t, s, test_key):
+            return simulate_sgd(key, t, s, eta, steps, n_test=n_test, test_key=test_key if fixed_test else None).eps_g
+
+        simulate = jax.jit(jax.vmap(jax.vmap(one, in_axes=(0, None, None, None))))
+        rows = slice(index * teachers, (index + 1) * teachers)
+        out.append(TheoryVsSimulation(p, np.asarray(theory.eps_g[rows]), np.asarray(simulate(keys, teacher, student, test_keys)),
+                                      np.asarray(theory.M[rows, -1]), np.asarray(theory.num_steps[rows])))
     return out
+
+
+def plateau_share(ts: jax.Array, eps: jax.Array, *, slope: float = 0.2) -> float:
+    """Share of log-time (over ``ts > 0``, log-spaced) in which the error is flat:
+    ``|d ln eps / d ln t| < slope`` on each interval of the grid, weighted by its length in
+    ``ln t``."""
+    ts, eps = np.asarray(ts), np.asarray(eps)
+    keep = ts > 0
+    log_t, log_eps = np.log(ts[keep]), np.log(np.maximum(eps[keep], 1e-300))
+    widths = np.diff(log_t)
+    flat = np.abs(np.diff(log_eps) / widths) < slope
+    return float(np.sum(widths * flat) / np.sum(widths))
+
+
+def time_to_fraction(ts: jax.Array, eps: jax.Array, *, fraction: float = 0.01) -> float | None:
+    """First saved time at which ``eps <= fraction * eps[0]``; ``None`` if never."""
+    below = np.nonzero(np.asarray(eps) <= fraction * float(np.asarray(eps)[0]))[0]
+    return float(np.asarray(ts)[below[0]]) if below.size else None
 
 
 def fit_learning_rate(

@@ -25,8 +25,10 @@ from mdl_jax._online import (
     mode_coupling as mode_coupling,
     modes_for_load as modes_for_load,
     order_parameters as order_parameters,
+    plateau_share as plateau_share,
     simulate_sgd as simulate_sgd,
     solve_ode as solve_ode,
     theory_vs_simulation as theory_vs_simulation,
+    time_to_fraction as time_to_fraction,
     vector_field as vector_field,
 )

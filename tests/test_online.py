@@ -149,3 +149,32 @@ def test_modes_for_load():
     assert online.modes_for_load(1.0, 100) == 4
     with pytest.raises(ValueError, match="p = floor"):
         online.modes_for_load(0.1, 10)
+
+
+def test_nested_teachers_share_their_first_modes_and_the_redraw_rule_applies():
+    key = jax.random.PRNGKey(3)
+    small = online.init_teacher_student(key, 50, 3, 4, dtype=jnp.float64, nested=True)
+    large = online.init_teacher_student(key, 50, 6, 4, dtype=jnp.float64, nested=True)
+    for a, b in zip(jax.tree.leaves(small), jax.tree.leaves(large)):
+        np.testing.assert_array_equal(a, b[..., :3])  # every factor's mode axis is last
+    plain = online.init_teacher_student(key, 50, 3, 4, dtype=jnp.float64)
+    assert plain[0].sigma.shape == (3,) and not np.allclose(plain[0].xi_hat, small[0].xi_hat)
+    teacher, student = online.init_teacher_student(key, 50, 3, 4, dtype=jnp.float64, nested=True, redraw_above=0.0)
+    np.testing.assert_array_equal(teacher.xi_hat, small[0].xi_hat)  # the teacher stays, the student is redrawn
+    assert not np.allclose(student.xi_hat, small[1].xi_hat)
+    kept = online.init_teacher_student(key, 50, 3, 4, dtype=jnp.float64, nested=True, redraw_above=1e9)
+    np.testing.assert_array_equal(kept[1].xi_hat, small[1].xi_hat)
+
+
+def test_fixed_test_set_is_shared_and_plateau_measures():
+    teacher, student, _, _ = _setup(d=60)
+    steps = jnp.asarray([0, 600, 1200], jnp.int32)
+    run = lambda key, test_key=None: online.simulate_sgd(key, teacher, student, 5.0, steps, n_test=500, test_key=test_key).eps_g
+    fixed = jax.random.PRNGKey(9)
+    a, b = run(jax.random.PRNGKey(1), fixed), run(jax.random.PRNGKey(2), fixed)
+    assert float(a[0]) == float(b[0])  # same initial student, same fixed test set
+    assert float(run(jax.random.PRNGKey(1))[0]) != float(run(jax.random.PRNGKey(2))[0])  # fresh samples differ
+    ts = np.asarray([0.0, 1.0, 10.0, 100.0, 1000.0])
+    eps = np.asarray([1.0, 1.0, 1.0, 1.0, 1e-2])  # flat for the first two decades, then slope -2
+    assert online.plateau_share(ts, eps) == pytest.approx(2 / 3)
+    assert online.time_to_fraction(ts, eps) == 1000.0 and online.time_to_fraction(ts, eps, fraction=1e-3) is None

@@ -26,10 +26,13 @@ class Fig4Settings:
     t_max: float = 1e5
     t_min: float = 0.1
     n_times: int = 40
-    seeds: int = 8
-    n_test: int = 10_000
+    seeds: int = 8  # SGD runs per teacher
+    teachers: int = 5  # per configuration; nested draws, so every alpha at one d shares its first modes
+    redraw_student: bool = True  # the authors' rule: redraw once if (mean Q - mean P)^2 / 2 > 0.01
+    fixed_test: bool = True  # eps_g on one fixed test set per teacher (the authors'), else fresh samples
+    n_test: int = 100_000  # test samples per measurement (the authors: one fixed set of 1e5)
     seed: int = 0
 
 
 QUICK = Fig4Settings(panel_a_d=(30, 60, 100), panel_b_alpha=(0.5, 1.0, 2.0, 3.0), t_max=3e3, n_times=25,
-                     seeds=4, n_test=4000)
+                     seeds=4, teachers=3, n_test=4000)
