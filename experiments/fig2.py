@@ -31,8 +31,8 @@ def run(settings: Fig2Settings, data: mdl_jax.Dataset, out: Path, *, plot: bool 
     start, s = time.perf_counter(), settings
     if not 1 <= s.last_epochs <= s.epochs:
         raise SystemExit(f"error: last_epochs={s.last_epochs} must be between 1 and epochs={s.epochs}")
-    def train(widths, method, **kw):
-        return common.train_grid(out, "-".join(map(str, widths)) + "_" + method, data, widths, method, seeds=range(s.seeds),
+    def train(widths, method, tag="", **kw):
+        return common.train_grid(out, "-".join(map(str, widths)) + "_" + method + tag, data, widths, method, seeds=range(s.seeds),
                                  lr=s.lr, epochs=s.epochs, lr_halving_epochs=s.lr_halving_epochs,
                                  weight_decay=s.weight_decay_1l2p if method == "mdl" else s.weight_decay, **kw)
     final = lambda grid: grid.test_accuracy[-s.last_epochs:].mean(0)  # per run
@@ -52,7 +52,7 @@ def run(settings: Fig2Settings, data: mdl_jax.Dataset, out: Path, *, plot: bool 
             results["a_test_error"].update({f"mdl_p{p}": spread(errors[p]) for p in s.trajectory_modes})
     least, accuracy = {b: {} for b in s.baselines}, {}  # (c): 784-N-N-10
     for n in s.widths:
-        grid = train((784, n, n, 10), "mdl", modes=[p for p in s.width_modes if p <= n])  # p > N spans nothing new
+        grid = train((784, n, n, 10), "mdl", "_width_modes", modes=[p for p in s.width_modes if p <= n])  # p > N: nothing new
         by_p = common.by_modes(grid, final(grid))
         accuracy[str(n)] = {str(p): a.mean() for p, a in by_p.items()}
         for b in s.baselines:

@@ -58,8 +58,8 @@ def test_fig1_tiny(tmp_path):
 def test_fig2_tiny(tmp_path, mnist):
     from experiments import fig2
 
-    settings = fig2.Fig2Settings(seeds=2, epochs=2, modes=(5, 30), trajectory_modes=(30,), widths=(25,),
-                                 width_modes=(5, 30), overlap_dim=3, last_epochs=2)
+    settings = fig2.Fig2Settings(seeds=2, epochs=2, modes=(5, 30), trajectory_modes=(30,), widths=(100,),
+                                 width_modes=(5, 20), overlap_dim=3, last_epochs=2)  # (c) at N = 100: panel (b)'s widths
     results = fig2.run(settings, _mnist_slice(mnist), tmp_path)
     saved = _written(tmp_path, "fig2")
     assert set(saved["b_accuracy_vs_p"]["mdl"]) == {"5", "30"}
@@ -67,7 +67,7 @@ def test_fig2_tiny(tmp_path, mnist):
     for baseline in ("bp", "bp_fanin"):  # accuracies are means over each run's last two epochs
         last = mdl_jax.load_metrics(tmp_path / "runs" / f"784-100-100-10_{baseline}", baseline, "test_accuracy")[-2:]
         assert saved["b_accuracy_vs_p"][baseline]["mean"] == pytest.approx(last.mean())
-        assert set(saved["least_modes"][baseline]) == {"25"}
+        assert set(saved["least_modes"][baseline]) == {"100"}
     assert set(saved["least_modes_fit"]) == {"bp", "bp_fanin"}  # one width: no fit yet
     assert saved["least_modes_fit"]["bp"] is None
     assert len(saved["d_dispersion_by_layer"]["mean"]) == 4
