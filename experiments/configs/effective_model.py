@@ -5,9 +5,9 @@ Command (full: 256 networks per case)::
     python -m experiments.effective_model --out runs/effective_model --data-dir DIR
     # training about 19 minutes, fits about 35 minutes on 2 CPU cores
 
---quick (128 networks per case, 10-200 epochs, 100 samples per network): about 8 minutes on
-2 CPU cores. Expected (quick): under-parametrised max s(d) LB 0.525, ITR 0.676, RB 0.583;
-shallow BP jump 0.179 (docs/results.md).
+--quick (128 networks per case, 10-200 epochs, 100 samples per network): about 10 minutes on
+2 CPU cores (597 s on 2026-11-25). Expected (quick): under-parametrised max s(d) LB 0.536,
+ITR 0.673, RB 0.585; shallow BP jump 0.149, loop 0.155 (docs/results.md).
 """
 
 from __future__ import annotations
