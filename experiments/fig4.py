@@ -44,25 +44,13 @@ def run(settings: Fig4Settings, out: Path, *, plot: bool = True) -> dict:
             teachers=s.teachers, seed=s.seed, redraw_above=0.01 if s.redraw_student else None, fixed_test=s.fixed_test,
             dtype=jnp.dtype(s.dtype))
         ts = np.asarray(ts)
-    results = {"settings": dataclasses.asdict(s), "ts": ts, "teachers_per_alpha": s.teachers, "configurations": [],
-               "plateau": {}, "gap_vs_seed_stderr": {}}
-    for config, c in zip(configs, compared):
-        sim = c.eps_sim.mean(1)  # (teachers, T): mean over seeds
-        gap = np.abs(sim - c.eps_ode) / c.eps_ode
-        stderr = c.eps_sim.std(1, ddof=1) / np.sqrt(c.eps_sim.shape[1])  # seed-to-seed standard error of the mean
-        worst = np.unravel_index(gap.argmax(), gap.shape)
-        plateau = [online.plateau_share(ts, e) for e in c.eps_ode]
-        results["configurations"].append({
-            **config, "p": c.p, "eps_ode": c.eps_ode, "eps_sim_mean": sim, "eps_sim_std": c.eps_sim.std(1),
-            "max_rel_gap": float(gap.max()), "median_rel_gap": float(np.median(gap)), "max_gap_at_t": float(ts[worst[1]]),
-            "eps_ode_at_max_gap": float(c.eps_ode[worst]), "M_final": c.M_final[0], "ode_steps": c.ode_steps,
-            "plateau_share": plateau, "time_to_eps0_over_100": [online.time_to_fraction(ts, e) for e in c.eps_ode],
-        })
-        name = f"d={config['d']},alpha={config['alpha']:g}"
-        later = ts > 0  # at t = 0 every seed has the same student (and, with fixed_test, the same error)
-        results["gap_vs_seed_stderr"][name] = float(np.median((np.abs(sim - c.eps_ode) / np.maximum(stderr, 1e-30))[:, later]))
-        if config["panel"] == "b":
-            results["plateau"][f"{config['alpha']:g}"] = {"median": float(np.median(plateau)), "min": min(plateau), "max": max(plateau)}
+    results = {"settings": dataclasses.asdict(s), "ts": ts, "teachers_per_alpha": s.teachers, "plateau": {},
+               "configurations": [{**config, **online.summarise(ts, c)} for config, c in zip(configs, compared)]}
+    results["gap_vs_seed_stderr"] = {f"d={c['d']},alpha={c['alpha']:g}": c["gap_vs_seed_stderr"] for c in results["configurations"]}
+    for c in results["configurations"]:
+        if c["panel"] == "b":
+            share = c["plateau_share"]
+            results["plateau"][f"{c['alpha']:g}"] = {"median": float(np.median(share)), "min": min(share), "max": max(share)}
     worst = max(results["configurations"], key=lambda c: c["max_rel_gap"])
     results["max_rel_gap_theory_vs_simulation"] = worst["max_rel_gap"]
     results["max_rel_gap_at"] = {"t": worst["max_gap_at_t"], "eps_ode": worst["eps_ode_at_max_gap"], "d": worst["d"], "alpha": worst["alpha"]}

@@ -370,6 +370,30 @@ def theory_vs_simulation(
     return out
 
 
+def summarise(ts: jax.Array, compared: TheoryVsSimulation) -> dict:
+    """What Fig. 4 reports about one configuration (host numbers, for results.json).
+
+    The curves (ODE per teacher; simulation mean and standard deviation over seeds), the
+    relative gap ``|eps_sim - eps_ode| / eps_ode`` (largest, where, median), the gap in units
+    of the seed-to-seed standard error of the mean (median over teachers and times ``t > 0``;
+    at ``t = 0`` every seed has the same student), and per teacher the ODE's
+    :func:`plateau_share` and :func:`time_to_fraction` of ``eps_0 / 100``.
+    """
+    ts, c = np.asarray(ts), compared
+    sim = c.eps_sim.mean(1)  # (teachers, T)
+    gap = np.abs(sim - c.eps_ode) / c.eps_ode
+    stderr = c.eps_sim.std(1, ddof=1) / np.sqrt(c.eps_sim.shape[1])
+    worst = np.unravel_index(gap.argmax(), gap.shape)
+    return {
+        "p": c.p, "eps_ode": c.eps_ode, "eps_sim_mean": sim, "eps_sim_std": c.eps_sim.std(1),
+        "max_rel_gap": float(gap.max()), "median_rel_gap": float(np.median(gap)), "max_gap_at_t": float(ts[worst[1]]),
+        "eps_ode_at_max_gap": float(c.eps_ode[worst]), "M_final": c.M_final[0], "ode_steps": c.ode_steps,
+        "gap_vs_seed_stderr": float(np.median((np.abs(sim - c.eps_ode) / np.maximum(stderr, 1e-30))[:, ts > 0])),
+        "plateau_share": [plateau_share(ts, e) for e in c.eps_ode],
+        "time_to_eps0_over_100": [time_to_fraction(ts, e) for e in c.eps_ode],
+    }
+
+
 def plateau_share(ts: jax.Array, eps: jax.Array, *, slope: float = 0.2) -> float:
     """Share of log-time (over ``ts > 0``, log-spaced) in which the error is flat:
     ``|d ln eps / d ln t| < slope`` on each interval of the grid, weighted by its length in

@@ -28,6 +28,7 @@ from mdl_jax._online import (
     plateau_share as plateau_share,
     simulate_sgd as simulate_sgd,
     solve_ode as solve_ode,
+    summarise as summarise,
     theory_vs_simulation as theory_vs_simulation,
     time_to_fraction as time_to_fraction,
     vector_field as vector_field,
