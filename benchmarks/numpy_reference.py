@@ -63,3 +63,39 @@ class NumpyMDL:
                 m_hat = m / (1 - b1**self.t)
                 v_hat = v / (1 - b2**self.t)
                 a -= lr * (m_hat / (np.sqrt(v_hat) + eps) + self.weight_decay * a)
+
+
+def samples_per_s(images: np.ndarray, labels: np.ndarray, *, dense: bool, steps: int, start_at: float | None = None) -> float:
+    """Training samples per second of ``steps`` Adam steps (batch 100, p = 30, 784-100-100-10),
+    after one warm-up step; with ``start_at`` (a ``time.time()``), the timed loop starts then,
+    so that processes started together are timed over the same interval."""
+    import time
+
+    net = NumpyMDL((784, 100, 100, 10), 30, dense=dense)
+    onehot = np.eye(10, dtype=np.float32)[labels]
+    batches = len(labels) // 100
+    net.step(images[:100], onehot[:100], 3e-3)
+    if start_at is not None:
+        time.sleep(max(0.0, start_at - time.time()))
+    start = time.perf_counter()
+    for s in range(steps):
+        batch = slice(100 * (s % batches), 100 * (s % batches + 1))
+        net.step(images[batch], onehot[batch], 3e-3)
+    return steps * 100 / (time.perf_counter() - start)
+
+
+if __name__ == "__main__":  # one timed process (throughput.py starts these with their BLAS threads set)
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--data-dir", required=True)
+    parser.add_argument("--dense", action="store_true")
+    parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--start-at", type=float)
+    args = parser.parse_args()
+    import mdl_jax
+
+    data = mdl_jax.load_idx_folder(args.data_dir)
+    rate = samples_per_s(data.train_images, data.train_labels, dense=args.dense, steps=args.steps, start_at=args.start_at)
+    print(json.dumps({"samples_per_s": rate}))
