@@ -178,3 +178,31 @@ def test_fixed_test_set_is_shared_and_plateau_measures():
     eps = np.asarray([1.0, 1.0, 1.0, 1.0, 1e-2])  # flat for the first two decades, then slope -2
     assert online.plateau_share(ts, eps) == pytest.approx(2 / 3)
     assert online.time_to_fraction(ts, eps) == 1000.0 and online.time_to_fraction(ts, eps, fraction=1e-3) is None
+
+
+SHARDED_SIMULATION = """
+import json, sys
+import jax
+jax.config.update("jax_num_cpu_devices", 2)
+jax.config.update("jax_enable_x64", True)
+import numpy as np
+from mdl_jax import _online, online
+ts = online.log_times(20.0, 6)
+run = lambda: online.theory_vs_simulation([(40, 1.0)], ts, hidden=4, eta=5.0, seeds=4, n_test=500, teachers=2)[0].eps_sim
+sharded = run()
+spread = len(_online._shard_seeds(jax.numpy.zeros((2, 4, 2), jax.numpy.uint32)).sharding.device_set)
+_online._shard_seeds = lambda keys: keys
+alone = run()
+print(json.dumps({"devices": spread, "max_rel_diff": float(np.max(np.abs(sharded - alone) / np.abs(alone)))}))
+"""
+
+
+def test_simulation_sharded_over_cpu_devices_matches_one_device():
+    """Two CPU devices (a subprocess: the device count is fixed at start-up) share the seeds."""
+    import json, os, subprocess, sys
+
+    result = subprocess.run([sys.executable, "-c", SHARDED_SIMULATION], capture_output=True, text=True, timeout=600,
+                            env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out["devices"] == 2 and out["max_rel_diff"] < 1e-9
