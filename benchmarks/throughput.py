@@ -116,9 +116,8 @@ def numpy_baselines(data_dir: str, steps: int) -> dict:
         out[f"{name}_1_thread_samples_per_s"] = numpy_processes(data_dir, processes=1, threads=1, dense=dense, steps=steps)[0]
         out[f"{name}_all_threads_samples_per_s"] = numpy_processes(data_dir, processes=1, threads=cores, dense=dense, steps=steps)[0]
         out[f"{name}_process_per_core_samples_per_s"] = sum(numpy_processes(data_dir, processes=cores, threads=1, dense=dense, steps=steps))
-    out["numpy_best_samples_per_s"] = max(v for k, v in out.items() if k.endswith("_samples_per_s"))
-    out["numpy_best"] = max((k for k in out if k.endswith("_samples_per_s") and k != "numpy_best_samples_per_s"), key=out.get)
-    return out
+    best = max(out, key=out.get)
+    return {**out, "numpy_best": best, "numpy_best_samples_per_s": out[best]}
 
 
 def main() -> None:

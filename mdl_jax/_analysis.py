@@ -257,6 +257,12 @@ def geometric_maps(layer: ModeLayer, x: jax.Array) -> dict[str, jax.Array]:
 # ---------------------------------------------------------------- fits on host arrays
 
 
+def _log_spectrum(values: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    """``(ln rank, ln value)`` of ``values`` sorted in descending order (rank 1 the largest)."""
+    y = np.log(np.sort(np.asarray(values, float))[::-1])
+    return np.log(np.arange(1, len(y) + 1)), y
+
+
 class TwoPowerLaws(NamedTuple):
     break_rank: int  # first rank of the second segment
     leading_exponent: float  # tau ~ rank^(-leading_exponent) before the break
@@ -270,8 +276,7 @@ def fit_two_power_laws(values: Sequence[float], *, min_points: int = 3) -> TwoPo
     ``values`` are sorted in descending order; each segment gets its own line in
     ``(ln rank, ln value)``; the break minimises the total squared residual.
     """
-    y = np.log(np.sort(np.asarray(values, float))[::-1])
-    x = np.log(np.arange(1, len(y) + 1))
+    x, y = _log_spectrum(values)
     if len(y) < 2 * min_points:
         raise ValueError(f"need at least {2 * min_points} values for two segments, got {len(y)}")
 
@@ -297,8 +302,7 @@ def fit_fixed_split(values: Sequence[float], *, split: int = 10) -> FixedSplit:
     """Two lines in log-log over ranks ``1..split`` and ``split+1..p``, fitted separately: the
     authors' procedure for Fig. 3b (they report a tail slope of about -0.82 at ``split=10``).
     Unlike :func:`fit_two_power_laws` the break is imposed, not estimated."""
-    y = np.log(np.sort(np.asarray(values, float))[::-1])
-    x = np.log(np.arange(1, len(y) + 1))
+    x, y = _log_spectrum(values)
     if not 2 <= split <= len(y) - 2:
         raise ValueError(f"split={split} leaves fewer than two ranks on a side of {len(y)} values")
     head, tail = np.polyfit(x[:split], y[:split], 1)[0], np.polyfit(x[split:], y[split:], 1)[0]

@@ -210,6 +210,8 @@ def register_method(method: Method, *, replace: bool = False) -> Method:
     """Adds ``method`` to the table, so that specs, configs, the trainer and the CLI know it."""
     if method.apply is None and (method.mode_layers is None) == (method.weights is None):
         raise SpecError(f"method {method.name!r} needs its own apply, or exactly one of mode_layers and weights")
+    if method.stochastic and method.apply is None:
+        raise SpecError(f"method {method.name!r} is stochastic: it needs its own apply, which takes key=")
     if method.name in METHODS and not replace:
         raise SpecError(f"method {method.name!r} is already registered (pass replace=True to redefine it)")
     METHODS[method.name] = method

@@ -352,11 +352,13 @@ def theory_vs_simulation(
     samples, or with ``fixed_test`` on one set per teacher. The ODE starts from the
     simulation's own initial order parameters. All ODEs live in the same ``(m x m, m x k)``
     space: one vmapped solve; each configuration's simulations are one vmapped program over
-    teachers and seeds, measured at ``nu = round(t d)``.
+    teachers and seeds, measured at ``nu = round(t d)``. A configuration listed twice (one
+    point of both panels) is computed once.
     """
     stack = lambda items: jax.tree.map(lambda *leaves: jnp.stack(leaves), *items)
+    unique = list(dict.fromkeys((int(d), float(alpha)) for d, alpha in configurations))
     setups = []
-    for d, alpha in configurations:
+    for d, alpha in unique:
         p = modes_for_load(alpha, d)
         pairs = [init_teacher_student(jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(seed), d), j), d, p, hidden,
                                       dtype=dtype, nested=True, redraw_above=redraw_above) for j in range(teachers)]
@@ -379,7 +381,8 @@ def theory_vs_simulation(
         rows = slice(index * teachers, (index + 1) * teachers)
         out.append(TheoryVsSimulation(p, np.asarray(theory.eps_g[rows]), np.asarray(simulate(_shard_seeds(keys), teacher, student, test_keys)),
                                       np.asarray(theory.M[rows, -1]), np.asarray(theory.num_steps[rows])))
-    return out
+    by_configuration = dict(zip(unique, out))
+    return [by_configuration[int(d), float(alpha)] for d, alpha in configurations]
 
 
 def summarise(ts: jax.Array, compared: TheoryVsSimulation) -> dict:

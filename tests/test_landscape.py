@@ -167,6 +167,10 @@ def test_binary_training_loss_is_sampled_and_evaluation_is_the_sign_configuratio
     signs = [jnp.where(t >= 0, 1.0, -1.0) for t in params["logits"]]
     np.testing.assert_allclose(mdl_jax.apply(params, x, spec=spec), binary_logits_ref(signs, x), rtol=1e-6)
     assert mdl_jax.param_count(spec) == 6 * 5 + 5 * 3
+    binary = mdl_jax.get_method("binary")  # a stochastic method without its own apply could not take the key
+    with pytest.raises(mdl_jax.SpecError, match="stochastic: it needs its own apply"):
+        mdl_jax.register_method(binary._replace(name="keyless", apply=None))
+    assert "keyless" not in mdl_jax.METHODS
 
 
 def binary_logits_ref(weights, x):

@@ -5,7 +5,7 @@ alpha = 0.5-4 at d = 100, eps_g on a fixed set of 1e5 test samples)::
 
     python -m experiments.fig4 --out runs/fig4          # about 1.2 hours on 2 CPU cores (extrapolated; not run yet)
 
---quick (t <= 3e3, 3 teachers x 4 seeds): 83 s on 2 CPU cores (2026-11-25). Expected: up to
+--quick (t <= 3e3, 3 teachers x 4 seeds): 67 s on 2 CPU cores (2026-11-25). Expected: up to
 t = 100 the gap to the ODE is 0.03-0.33 per teacher (median 0.08), about 1-2 standard errors of
 the seed mean; the plateau share at d = 100 does not fall with alpha (medians 0.22 / 0.26 /
 0.30 / 0.26 for alpha = 0.5 / 1 / 2 / 3; docs/results.md). ``dtype`` is the precision of the
