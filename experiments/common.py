@@ -109,6 +109,21 @@ def by_modes(grid: Grid, values: np.ndarray) -> dict[int, np.ndarray]:
     return {p: np.asarray(v) for p, v in sorted(groups.items())}
 
 
+def cached(path: Path, recipe: dict, compute) -> dict[str, np.ndarray]:
+    """The arrays that an earlier run stored at ``path`` with the same ``recipe`` (a JSON-able
+    dict of the settings they depend on), else ``compute()``'s (a dict of arrays), stored."""
+    text = json.dumps(recipe)
+    if path.exists():
+        with np.load(path) as stored:
+            if "recipe" in stored and str(stored["recipe"]) == text:
+                print(f"reusing {path}", flush=True)
+                return {k: stored[k] for k in stored.files if k != "recipe"}
+    arrays = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, recipe=text, **arrays)
+    return arrays
+
+
 def save(out: Path, name: str, results: dict, settings, figure=None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     if not (out / "config.json").is_file():

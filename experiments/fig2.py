@@ -29,8 +29,6 @@ LABELS = {"bp": "BP", "bp_fanin": "BP / sqrt(N) (authors')", "mdl": "MDL 1L2P", 
 
 def run(settings: Fig2Settings, data: mdl_jax.Dataset, out: Path, *, plot: bool = True) -> dict:
     start, s = time.perf_counter(), settings
-    if not 1 <= s.last_epochs <= s.epochs:
-        raise SystemExit(f"error: last_epochs={s.last_epochs} must be between 1 and epochs={s.epochs}")
     def train(widths, method, tag="", **kw):
         return common.train_grid(out, "-".join(map(str, widths)) + "_" + method + tag, data, widths, method, seeds=range(s.seeds),
                                  lr=s.lr, epochs=s.epochs, lr_halving_epochs=s.lr_halving_epochs,
@@ -77,41 +75,41 @@ def run(settings: Fig2Settings, data: mdl_jax.Dataset, out: Path, *, plot: bool 
 def draw(results: dict):
     plt = common.pyplot()
     fig, axes = plt.subplots(2, 3, figsize=(15, 8), constrained_layout=True)
-    baselines = results["settings"]["baselines"]
+    baselines, panel = results["settings"]["baselines"], results["b_accuracy_vs_p"]
     for name, curve in results["a_test_error"].items():
         mean, std = np.asarray(curve["mean"]), np.asarray(curve["std"])
-        axes[0, 0].plot(np.arange(1, len(mean) + 1), mean, label=LABELS.get(name, name.replace("mdl_p", "MDL p = ")))
-        axes[0, 0].fill_between(np.arange(1, len(mean) + 1), mean - std, mean + std, alpha=0.25)
-    axes[0, 0].set(xlabel="epoch", ylabel="test error", yscale="log", title="(a) 784-100-100-10")
-    panel = results["b_accuracy_vs_p"]
+        epochs = np.arange(1, len(mean) + 1)
+        axes[0, 0].plot(epochs, mean, label=LABELS.get(name, name.replace("mdl_p", "MDL p = ")))
+        axes[0, 0].fill_between(epochs, mean - std, mean + std, alpha=0.25)
     for method in ("mdl", "mdl_1l1p"):
         ps = sorted(panel[method], key=int)
         axes[0, 1].errorbar([int(p) for p in ps], [panel[method][p]["mean"] for p in ps], yerr=[panel[method][p]["std"] for p in ps],
                             marker="o", capsize=2, label=LABELS[method])
-    for b, style in zip(baselines, ("--", ":")):
+    for b, style, marker in zip(baselines, ("--", ":"), "os"):
         axes[0, 1].axhline(panel[b]["mean"], color="k", ls=style, label=LABELS[b])
-    axes[0, 1].set(xlabel="modes p", ylabel="test accuracy (mean of last epochs)", title="(b) accuracy against p")
-    for b, marker in zip(baselines, "os"):
-        found = sorted((int(n), p) for n, p in results["least_modes"][b].items() if p is not None)
-        fit = results["least_modes_fit"][b]
-        label = LABELS[b] + (f": {fit['slope']:.1f} ln N + {fit['intercept']:.1f}, R² {fit['r2']:.2f}" if fit else "")
-        line = axes[0, 2].plot(*zip(*found), marker=marker, label=label)[0] if found else None
-        if fit and line:
+        found, fit = sorted((int(n), p) for n, p in results["least_modes"][b].items() if p is not None), results["least_modes_fit"][b]
+        if found:
+            line = axes[0, 2].plot(*zip(*found), marker=marker, label=LABELS[b] + (
+                f": {fit['slope']:.1f} ln N + {fit['intercept']:.1f}, R² {fit['r2']:.2f}" if fit else ""))[0]
             n = np.geomspace(found[0][0], found[-1][0], 50)
-            axes[0, 2].plot(n, fit["slope"] * np.log(n) + fit["intercept"], "--", color=line.get_color())
-    axes[0, 2].set(xscale="log", xlabel="hidden width N", ylabel="least number of modes", title="(c) 784-N-N-10, against each baseline")
+            if fit:
+                axes[0, 2].plot(n, fit["slope"] * np.log(n) + fit["intercept"], "--", color=line.get_color())
     d = results["d_dispersion_by_layer"]
     axes[1, 0].errorbar(np.arange(1, len(d["mean"]) + 1), d["mean"], yerr=d["std"], marker="o", capsize=2)
-    axes[1, 0].set(xlabel="layer l", ylabel="dispersion of the xi_hat^l", title="(d) 784-100-100-100-10, p = 30")
-    for ax, methods, title in ((axes[1, 1], ["mdl"], "(e) MDL"), (axes[1, 2], baselines, "(f) baselines")):
+    for ax, shown in ((axes[1, 1], ["mdl"]), (axes[1, 2], baselines)):
         for method in ("mdl", *baselines):
             mean, std = results["overlap"][method], results["overlap_std"][method]
-            kw = dict(marker="o", capsize=2) if method in methods else dict(ls=":", color="gray")
-            ax.errorbar(np.arange(1, len(mean) + 1), mean, yerr=std if method in methods else None, label=LABELS[method], **kw)
-        ax.set(xlabel="hidden layer", ylabel="subspace overlap", ylim=(0, 1.02), title=f"{title}, 7 layers of width 100")
-    for ax in axes.flat:
+            kw = dict(marker="o", capsize=2, yerr=std) if method in shown else dict(ls=":", color="gray")
+            ax.errorbar(np.arange(1, len(mean) + 1), mean, label=LABELS[method], **kw)
+    titles = ("(a) 784-100-100-10", "(b) accuracy against p", "(c) 784-N-N-10, against each baseline", "(d) 784-100-100-100-10, p = 30",
+              "(e) MDL, 7 layers of width 100", "(f) baselines, 7 layers of width 100")
+    labels = (("epoch", "test error"), ("modes p", "test accuracy (mean of last epochs)"), ("hidden width N", "least number of modes"),
+              ("layer l", "dispersion of the xi_hat^l"), ("hidden layer", "subspace overlap"), ("hidden layer", "subspace overlap"))
+    for ax, title, (x, y) in zip(axes.flat, titles, labels):
+        ax.set(title=title, xlabel=x, ylabel=y)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7)
+    axes[0, 0].set(yscale="log"), axes[0, 2].set(xscale="log"), axes[1, 1].set(ylim=(0, 1.02)), axes[1, 2].set(ylim=(0, 1.02))
     return fig
 
 

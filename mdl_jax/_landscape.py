@@ -32,7 +32,7 @@ class BPResult(NamedTuple):
     magnetisation: jax.Array  # (N,)
     pair_moment: jax.Array  # (N, N) <s_i s_j> (diagonal 1)
     sweeps: jax.Array  # BP sweeps used
-    change: jax.Array  # last max |change| of a message
+    change: jax.Array  # last change of the messages (largest or mean, as the criterion)
 
 
 def _cavity_terms(model: Ising, messages: jax.Array):
@@ -44,20 +44,25 @@ def _cavity_terms(model: Ising, messages: jax.Array):
 
 def belief_propagation(
     model: Ising, messages: jax.Array | None = None, *, tol: float = 1e-4, max_sweeps: int = 1000,
-    damping: float = 0.0,
+    damping: float = 0.0, criterion: str = "max",
 ) -> BPResult:
     """Iterates ``m_{i->j} = tanh(h_i + sum_{k != j} atanh(tanh(J_ki) m_{k->i}))`` to a fixed point.
 
     All ``N (N - 1)`` directed messages are updated at once (a parallel sweep), with optional
-    damping, until the largest change is below ``tol`` or after ``max_sweeps`` sweeps.
+    damping, until the change of the messages is at most ``tol`` or after ``max_sweeps`` sweeps.
 
     Args:
       model: couplings and fields.
       messages: starting messages (a warm start), default zero.
-      tol: convergence threshold on the largest message change.
+      tol: convergence threshold on the change of the messages.
       max_sweeps: sweep budget.
       damping: weight of the old message in each update (0: none).
+      criterion: ``"max"`` (largest change of a message) or ``"mean"`` (mean absolute change,
+        the authors' rule in their Boltzmann learning).
     """
+    if criterion not in ("max", "mean"):
+        raise ValueError(f"criterion={criterion!r}: use 'max' (largest message change) or 'mean' (mean absolute change)")
+    reduce = jnp.max if criterion == "max" else jnp.mean
     n = model.h.shape[0]
     off_diagonal = 1.0 - jnp.eye(n, dtype=model.h.dtype)
     messages = jnp.zeros((n, n), model.h.dtype) if messages is None else messages
@@ -70,7 +75,7 @@ def belief_propagation(
     def body(carry):
         messages, sweep, _ = carry
         new = update(messages)
-        return new, sweep + 1, jnp.max(jnp.abs(new - messages))
+        return new, sweep + 1, reduce(jnp.abs(new - messages))
 
     messages, sweeps, change = jax.lax.while_loop(
         lambda c: (c[1] < max_sweeps) & (c[2] > tol), body, (messages, jnp.int32(0), jnp.asarray(jnp.inf, model.h.dtype))
@@ -139,15 +144,28 @@ class BoltzmannFit(NamedTuple):
     history: jax.Array  # RMS error at every iteration
 
 
+def _fresh_messages(key: jax.Array, n: int, dtype) -> jax.Array:
+    """BP messages drawn from ``N(0, 0.01^2)`` (zero diagonal): the authors' restart."""
+    return 0.01 * jax.random.normal(key, (n, n), dtype) * (1.0 - jnp.eye(n, dtype=dtype))
+
+
 def boltzmann_learning(
     samples: jax.Array, *, iterations: int = 100, lr_couplings: float = 0.01, lr_fields: float = 0.3,
-    l2: float = 1e-4, damping: float = 0.5, tol: float = 1e-4, max_sweeps: int = 1000, start: str = "independent",
+    l2: float = 1e-4, damping: float = 0.5, tol: float = 1e-4, max_sweeps: int = 1000, criterion: str = "max",
+    start: str = "independent", restart: jax.Array | None = None, burn_in: int = 0,
 ) -> BoltzmannFit:
     """Inverse Ising by Boltzmann-machine learning with BP moments (notes, section 2).
 
-    ``J <- J - lr_J (C_model - C_data + l2 J)``, ``h <- h - lr_h (m_model - m_data)``, with the
-    model's moments from BP (warm-started from the previous iteration's messages); returns the
-    iterate with the lowest RMS moment error.
+    ``J <- J - lr_J (C_model - C_data + l2 J)``, ``h <- h - lr_h (m_model - m_data)`` with the
+    raw second moments ``C = <s_i s_j>`` and the model's moments from BP; returns the iterate
+    with the lowest moment error ``sqrt(mean_i dm_i^2 + mean_{i != j} dC_ij^2)`` among the
+    iterations from ``burn_in`` on.
+
+    BP starts from the previous iteration's messages, or, with a ``restart`` key, from fresh
+    ``N(0, 0.01^2)`` messages at every iteration. The authors' code: ``damping=0``,
+    ``criterion="mean"``, ``restart`` given, ``burn_in=51`` (their best iterate comes after
+    iteration 50), ``start="zero"`` (their start, couplings of order ``1/N^2``, is zero to
+    that order).
 
     ``start``: ``"independent"`` (no couplings, fields ``atanh(m_data)``) or ``"zero"`` (``J = 0,
     h = 0``, the textbook start; the notes do not say which). The two can end far apart on
@@ -161,24 +179,30 @@ def boltzmann_learning(
     off = 1.0 - jnp.eye(n, dtype=mean.dtype)
     if start not in BP_STARTS:
         raise ValueError(f"start={start!r}: use 'independent' (fields atanh(m), no couplings) or 'zero' (J = 0, h = 0)")
+    if not 0 <= burn_in < iterations:
+        raise ValueError(f"burn_in={burn_in} must be at least 0 and below iterations={iterations}")
     initial = _independent_model(mean)
     if start == "zero":
         initial = jax.tree.map(jnp.zeros_like, initial)
+    keys = jax.random.split(jax.random.PRNGKey(0) if restart is None else restart, iterations)
 
-    def step(carry, _):
+    def step(carry, inputs):
         model, messages, best, best_err = carry
-        bp = belief_propagation(model, messages, tol=tol, max_sweeps=max_sweeps, damping=damping)
+        index, key = inputs
+        if restart is not None:
+            messages = _fresh_messages(key, n, mean.dtype)
+        bp = belief_propagation(model, messages, tol=tol, max_sweeps=max_sweeps, damping=damping, criterion=criterion)
         d_second = (bp.pair_moment - second) * off
         d_mean = bp.magnetisation - mean
-        err = jnp.sqrt((jnp.sum(d_second**2) + jnp.sum(d_mean**2)) / (n * n))
-        better = err < best_err
+        err = jnp.sqrt(jnp.mean(d_mean**2) + jnp.sum(d_second**2) / (n * (n - 1)))
+        better = (err < best_err) & (index >= burn_in)
         best = jax.tree.map(lambda a, b: jnp.where(better, a, b), model, best)
         new = Ising(model.J - lr_couplings * (d_second + l2 * model.J), model.h - lr_fields * d_mean)
-        return (new, bp.messages, best, jnp.minimum(err, best_err)), err
+        return (new, bp.messages, best, jnp.where(better, err, best_err)), err
 
     (_, _, best, best_err), history = jax.lax.scan(
-        step, (initial, jnp.zeros((n, n), mean.dtype), initial, jnp.asarray(jnp.inf, mean.dtype)), None, length=iterations
-    )
+        step, (initial, jnp.zeros((n, n), mean.dtype), initial, jnp.asarray(jnp.inf, mean.dtype)),
+        (jnp.arange(iterations), keys))
     return BoltzmannFit(best, best_err, history)
 
 
@@ -334,7 +358,7 @@ def field_sweep(x_max: float = 3.0, step: float = 0.05) -> jax.Array:
 
 def entropy_landscape(
     model: Ising, reference: jax.Array, fields: jax.Array, *, tol: float = 1e-4, max_sweeps: int = 1000,
-    damping: float = 0.5,
+    damping: float = 0.5, restart: jax.Array | None = None,
 ) -> Landscape:
     """The entropy landscape around ``reference`` (notes, section 3).
 
@@ -345,6 +369,11 @@ def entropy_landscape(
 
     the Shannon entropy per spin of ``P_x`` (``E`` without the x-field), which for independent
     unbiased spins is exactly :func:`entropy_bound` at ``d = (1 - q) / 2``.
+
+    Without ``restart`` the whole sweep is one warm-started chain of BP solutions starting
+    from zero messages. With a ``restart`` key each direction of a :func:`field_sweep` starts
+    from fresh ``N(0, 0.01^2)`` messages at its first field (the authors' procedure: the up
+    sweep is solved afresh from ``x = -x_max``, whose point is shared with the down sweep).
     """
     n = model.h.shape[0]
     reference = jnp.asarray(reference, model.h.dtype)
@@ -356,7 +385,14 @@ def entropy_landscape(
         entropy = (bethe_free_entropy(tilted, bp) + mean_energy(model, bp)) / n - x * q
         return bp.messages, (q, entropy, bp.change <= tol)
 
-    _, (q, entropy, converged) = jax.lax.scan(at_field, jnp.zeros((n, n), model.h.dtype), fields)
+    if restart is None:
+        _, (q, entropy, converged) = jax.lax.scan(at_field, jnp.zeros((n, n), model.h.dtype), fields)
+    else:
+        half = (fields.shape[0] + 1) // 2
+        k_down, k_up = jax.random.split(restart)
+        _, down = jax.lax.scan(at_field, _fresh_messages(k_down, n, model.h.dtype), fields[:half])
+        _, up = jax.lax.scan(at_field, _fresh_messages(k_up, n, model.h.dtype), fields[half - 1:])
+        q, entropy, converged = (jnp.concatenate([a, b[1:]]) for a, b in zip(down, up))
     return Landscape(fields, q, (1 - q) / 2, entropy, converged)
 
 
@@ -407,6 +443,27 @@ def hysteresis(landscape: Landscape | MetropolisLandscape) -> jax.Array:
     return jnp.max(jnp.abs(down - up))
 
 
+def distance_after_jump(landscape: Landscape | MetropolisLandscape) -> jax.Array:
+    """``d`` just after the largest jump of the down sweep (x falling, the configurations
+    leaving the reference): where the landscape resumes beyond its gap."""
+    half = (landscape.fields.shape[0] + 1) // 2
+    down = landscape.distance[:half]
+    return down[jnp.argmax(jnp.abs(jnp.diff(down))) + 1]
+
+
+def reversed_state_fraction(model: Ising, spins: jax.Array, key: jax.Array, *, chains: int = 128, sweeps: int = 200) -> jax.Array:
+    """Share of Metropolis chains started at uniformly random configurations that end in the
+    reversed state of the data: overlap with the data's mean sign pattern ``sign(<s>)`` below
+    minus half the data's own mean overlap. A model whose couplings carry the data's
+    polarisation (a ferromagnet in the gauge of the mean configuration) sends about half its
+    chains there; one whose fields carry it, none."""
+    spins = jnp.asarray(spins, model.h.dtype)
+    pattern = jnp.where(spins.mean(0) >= 0, 1.0, -1.0).astype(model.h.dtype)
+    data_overlap = jnp.mean(spins @ pattern) / pattern.shape[0]
+    final = metropolis(model, key, chains=chains, sweeps=sweeps, burn_in=sweeps - 1)  # (chains, N): the last sweep
+    return jnp.mean(final @ pattern / pattern.shape[0] < -data_overlap / 2)
+
+
 def random_ising(key: jax.Array, n: int, *, coupling: float, field: float, dtype=jnp.float64) -> Ising:
     """A dense Ising model with Gaussian couplings ``N(0, coupling^2)`` and fields ``N(0, field^2)``."""
     kj, kh = jax.random.split(key)
@@ -426,60 +483,115 @@ def tree_ising(key: jax.Array, n: int, *, coupling: float, field: float, dtype=j
 _QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 
 
+def _moment_check(model: Ising, spins: jax.Array, data: tuple, key: jax.Array, *, chains: int, sweeps: int) -> dict:
+    """The fitted model's moments by Metropolis chains started at data samples, against the
+    data's (``data``: its :func:`connected_moments`), the check's own noise, and a model
+    without couplings."""
+    k_init, k_run = jax.random.split(key)
+    starts = spins[jax.random.choice(k_init, spins.shape[0], (chains,))]
+    check = metropolis(model, k_run, chains=chains, sweeps=sweeps, burn_in=sweeps // 2, init=starts)
+    mean_error, correlation_error = moment_errors(check, data)
+    half = check.shape[0] // 2  # rows are chain-major: the first half comes from the first half of the chains
+    _, noise = moment_errors(check[:half], check[half:])  # about twice the check's own noise
+    _, independent_error = moment_errors((data[0], jnp.zeros_like(data[1])), data)  # the data's means, no correlations
+    return {"metropolis_mean_error": float(mean_error), "metropolis_correlation_error": float(correlation_error),
+            "metropolis_correlation_noise": float(noise) / 2, "independent_correlation_error": float(independent_error)}
+
+
 def examine(
     model: Ising, spins: jax.Array, data: tuple, key: jax.Array, *, references: int, field_step: float = 0.05,
     verify_chains: int = 128, verify_sweeps: int = 200, check_references: int = 5, check_chains: int = 32,
-    check_sweeps: int = 20,
+    check_sweeps: int = 20, bp: dict | None = None,
 ) -> dict:
     """Everything the effective-model study asks of a fitted ``model`` of ``spins`` (whose
     :func:`connected_moments` are ``data``), as host numbers:
 
     * its moments, by ``verify_chains`` Metropolis chains started from samples, against the
       data's, beside the check's own noise (half the chains against the other half, halved)
-      and a model without couplings;
+      and a model without couplings; the :func:`reversed_state_fraction` of as many chains;
     * ``|J|`` and ``|h|``: means and the 5-25-50-75-95 % quantiles;
-    * the entropy landscape ``s(d)`` by BP around ``references`` samples from low to high
-      model energy, field ``x`` from +3 to -3 and back: mean of the largest entropy, largest
-      jump of ``d`` and widest loop, BP's convergence, every curve;
+    * the entropy landscape ``s(d)`` by BP (:func:`entropy_landscape` with the options ``bp``:
+      ``tol``, ``max_sweeps``, ``damping``, ``restart`` true for fresh messages per direction)
+      around ``references`` samples from low to high model energy, field ``x`` from +3 to -3
+      and back: mean of the largest entropy, largest jump of ``d``, ``d`` just after it, and
+      widest loop, BP's convergence, every curve;
     * for ``check_references`` of those references the distance curve simulated by Metropolis
       chains along the same sweep (:func:`metropolis_landscape`), with its largest jump and
-      loop, so that a jump of the model can be told from one of BP's fixed points.
+      loop (largest and median over the references), so that a jump of the model can be told
+      from one of BP's fixed points.
     """
-    k_init, k_check, k_simulate = jax.random.split(key, 3)
-    starts = spins[jax.random.choice(k_init, spins.shape[0], (verify_chains,))]
-    check = metropolis(model, k_check, chains=verify_chains, sweeps=verify_sweeps, burn_in=verify_sweeps // 2, init=starts)
-    mean_error, correlation_error = moment_errors(check, data)
-    half = check.shape[0] // 2  # rows are chain-major: the first half comes from the first half of the chains
-    _, noise = moment_errors(check[:half], check[half:])  # about twice the check's own noise
-    _, independent_error = moment_errors((data[0], jnp.zeros_like(data[1])), data)  # the data's means, no correlations
+    bp = dict(bp or {})
+    k_check, k_simulate, k_reversed, k_bp = jax.random.split(key, 4)
     energy = -0.5 * jnp.einsum("si,ij,sj->s", spins, model.J, spins) - spins @ model.h
     order = np.argsort(np.asarray(energy))
     picks = order[np.linspace(0, len(order) - 1, references).astype(int)]  # low to high energy
     fields = field_sweep(3.0, field_step)
-    sweeps = [entropy_landscape(model, spins[i], fields) for i in picks]
+    restarts = jax.random.split(k_bp, references) if bp.pop("restart", False) else [None] * references
+    sweeps = [entropy_landscape(model, spins[i], fields, restart=k, **bp) for i, k in zip(picks, restarts)]
     rows = np.unique(np.linspace(0, references - 1, min(check_references, references)).astype(int))
     simulated = [metropolis_landscape(model, spins[picks[r]], fields, k, chains=check_chains, sweeps=check_sweeps,
                                       measure=max(1, check_sweeps // 2))
                  for r, k in zip(rows, jax.random.split(k_simulate, len(rows)))]
     couplings = np.abs(np.asarray(model.J))[~np.eye(spins.shape[1], dtype=bool)]
     fields_abs = np.abs(np.asarray(model.h))
-    largest = lambda curves, measure: float(np.max([np.max(np.asarray(measure(c))) for c in curves]))
+    each = lambda curves, measure: np.array([np.max(np.asarray(measure(c))) for c in curves])
+    jumps = each(sweeps, distance_jumps)
     out = {
-        "samples": spins.shape[0], "metropolis_mean_error": float(mean_error),
-        "metropolis_correlation_error": float(correlation_error), "metropolis_correlation_noise": float(noise) / 2,
-        "independent_correlation_error": float(independent_error),
+        "samples": spins.shape[0], **_moment_check(model, spins, data, k_check, chains=verify_chains, sweeps=verify_sweeps),
+        "reversed_state_fraction": float(reversed_state_fraction(model, spins, k_reversed, chains=verify_chains, sweeps=verify_sweeps)),
         "mean_abs_J": float(couplings.mean()), "mean_abs_h": float(fields_abs.mean()),
         "abs_J_quantiles": np.quantile(couplings, _QUANTILES), "abs_h_quantiles": np.quantile(fields_abs, _QUANTILES),
         "max_entropy": float(np.mean([np.max(np.asarray(s.entropy)) for s in sweeps])),
-        "max_distance_jump": largest(sweeps, distance_jumps), "hysteresis": largest(sweeps, hysteresis),
+        "max_distance_jump": float(jumps.max()), "d_after_jump": float(distance_after_jump(sweeps[int(jumps.argmax())])),
+        "hysteresis": float(each(sweeps, hysteresis).max()), "hysteresis_median": float(np.median(each(sweeps, hysteresis))),
         "bp_converged": float(np.mean([np.mean(np.asarray(s.converged)) for s in sweeps])),
         "curves": [{"x": s.fields, "d": s.distance, "s": s.entropy} for s in sweeps],
     }
     if simulated:
-        checked = [sweeps[r] for r in rows]
-        out.update(checked_references=len(simulated), checked_bp_jump=largest(checked, distance_jumps),
-                   checked_bp_hysteresis=largest(checked, hysteresis),
-                   metropolis_max_distance_jump=largest(simulated, distance_jumps),
-                   metropolis_hysteresis=largest(simulated, hysteresis),
-                   metropolis_curves=[{"x": c.fields, "d": c.distance} for c in simulated])
+        checked, loops = [sweeps[r] for r in rows], each(simulated, hysteresis)
+        out.update(checked_references=len(simulated), checked_bp_jump=float(each(checked, distance_jumps).max()),
+                   checked_bp_hysteresis=float(each(checked, hysteresis).max()),
+                   metropolis_max_distance_jump=float(each(simulated, distance_jumps).max()),
+                   metropolis_hysteresis=float(loops.max()), metropolis_hysteresis_median=float(np.median(loops)),
+                   metropolis_hysteresis_each=loops, metropolis_curves=[{"x": c.fields, "d": c.distance} for c in simulated])
+    return out
+
+
+def shallow_verdicts(shallow: dict, deep_chain_loops, *, authors: dict | None = None) -> dict:
+    """The shallow-landscape claim judged two ways, from :func:`examine` results.
+
+    ``authors_procedure`` (the examined fit made by the authors' procedure, ``authors``):
+    passes if its BP jump and its chains' loop are both at least 0.3. ``faithful`` (the
+    headline fit ``shallow`` and the chains' loops ``deep_chain_loops`` of the deep fits): the
+    fit matches the data if its correlation error is at most 1.5x the check's noise and 0.3x
+    the no-coupling baseline; the claim is reproduced only if, moreover, the median chain loop
+    is at least 3x the largest deep one and the loop is at least 0.1 on most references.
+    Thresholds as fixed before the runs.
+    """
+    out = {}
+    if authors is not None:
+        out["shallow_authors_procedure"] = {
+            "bp_jump": authors["max_distance_jump"], "chain_loop": authors.get("metropolis_hysteresis"),
+            "correlation_error": authors["metropolis_correlation_error"],
+            "no_coupling_error": authors["independent_correlation_error"],
+            "reversed_state_fraction": authors["reversed_state_fraction"], "d_after_jump": authors["d_after_jump"],
+            "passes": bool(authors["max_distance_jump"] >= 0.3 and authors.get("metropolis_hysteresis", 0.0) >= 0.3)}
+    loops = np.asarray(shallow.get("metropolis_hysteresis_each", []))
+    deep = float(np.max(deep_chain_loops)) if len(deep_chain_loops) else None
+    error = shallow["metropolis_correlation_error"]
+    matches = error <= 1.5 * shallow["metropolis_correlation_noise"] and error <= 0.3 * shallow["independent_correlation_error"]
+    if not matches:
+        verdict = "undecided: the fit does not match the data"
+    elif len(loops) < 5 or deep is None:
+        verdict = "undecided: fewer than 5 shallow references or no deep loop simulated"
+    elif np.median(loops) >= 3 * deep and np.mean(loops >= 0.1) > 0.5:
+        verdict = "reproduced"
+    else:
+        verdict = "not reproduced by a fit that matches the data"
+    out["shallow_faithful"] = {
+        "bp_loop_median": shallow["hysteresis_median"], "bp_loop_max": shallow["hysteresis"],
+        "chain_loop_median": float(np.median(loops)) if len(loops) else None,
+        "chain_loop_max": float(loops.max()) if len(loops) else None, "deep_chain_loop_max": deep,
+        "chain_references": len(loops), "correlation_error": error, "check_noise": shallow["metropolis_correlation_noise"],
+        "no_coupling_error": shallow["independent_correlation_error"], "fit_matches_data": bool(matches), "verdict": verdict}
     return out

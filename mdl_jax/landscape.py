@@ -15,6 +15,7 @@ from mdl_jax._landscape import (
     connected_moments as connected_moments,
     boltzmann_learning as boltzmann_learning,
     boltzmann_learning_mcmc as boltzmann_learning_mcmc,
+    distance_after_jump as distance_after_jump,
     distance_jumps as distance_jumps,
     entropy_bound as entropy_bound,
     entropy_landscape as entropy_landscape,
@@ -28,6 +29,8 @@ from mdl_jax._landscape import (
     moment_errors as moment_errors,
     pseudo_likelihood as pseudo_likelihood,
     random_ising as random_ising,
+    reversed_state_fraction as reversed_state_fraction,
     sample_moments as sample_moments,
+    shallow_verdicts as shallow_verdicts,
     tree_ising as tree_ising,
 )

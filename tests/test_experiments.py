@@ -32,6 +32,8 @@ def test_fig4_tiny(tmp_path):
         assert len(config["eps_ode"]) == len(config["eps_sim_mean"]) == 5 and len(config["eps_ode"][0]) == 8
         assert len(config["M_final"]) == 8 and len(config["M_final"][0]) == 8
         assert all(0 <= share <= 1 for share in config["plateau_share"])
+    with pytest.raises(SystemExit, match="error: dtype must be float32 or float64, got 'bfloat16'"):  # as the command line says it
+        fig4.main(["--quick", "--out", str(tmp_path / "other"), "--set", "dtype=bfloat16"])
 
 
 def _mnist_slice(mnist, n_train=6000, n_test=2000):
@@ -73,8 +75,8 @@ def test_fig2_tiny(tmp_path, mnist):
     assert len(saved["d_dispersion_by_layer"]["mean"]) == 4
     assert set(saved["overlap"]) == {"mdl", "bp", "bp_fanin"} and len(saved["overlap"]["mdl"]) == 5
     assert all(0 <= o <= 1 + 1e-6 for o in saved["overlap"]["bp_fanin"])
-    with pytest.raises(SystemExit, match="last_epochs=3"):
-        fig2.run(dataclasses.replace(settings, last_epochs=3), _mnist_slice(mnist), tmp_path / "other")
+    with pytest.raises(mdl_jax.ConfigError, match="last_epochs=3"):
+        dataclasses.replace(settings, last_epochs=3)
     assert results["wall_time_s"] > 0
 
 
@@ -101,9 +103,9 @@ def test_effective_model_tiny(tmp_path, mnist, capsys):
 
     settings = em.EffectiveModelSettings(
         networks=3, epochs_under=1, epochs_over=3, epochs_shallow=1, samples_per_network=20, threshold_under=0.0,
-        threshold_over=0.0, threshold_shallow=0.0, score_images=500, hidden_permutations=2, bm_iterations=5,
+        threshold_over=0.0, threshold_shallow=0.0, score_images=500, hidden_permutations=2, bm_iterations=5, bm_burn_in=2,
         mcmc_iterations=10, mcmc_chains=16, verify_chains=8, verify_sweeps=6, references=2, field_step=0.5,
-        check_references=1, check_chains=4, check_sweeps=4,
+        check_references=1, shallow_references=5, shallow_check_references=5, check_chains=4, check_sweeps=4,
     )
     data = _mnist_slice(mnist, n_train=4000, n_test=500)
     with jax.enable_x64(False):
@@ -112,27 +114,33 @@ def test_effective_model_tiny(tmp_path, mnist, capsys):
         assert set(saved["max_entropy"]) == {"LB", "ITR", "RB", "FULL"}
         assert set(saved["mean_abs_J"]) == set(saved["mean_abs_h"]) == {"LB", "ITR", "RB"}
         assert 0 < saved["max_entropy"]["ITR"] <= 0.6932
-        assert saved["shallow_max_distance_jump"] == results["cases"]["shallow"]["FULL"]["max_distance_jump"] >= 0
         under = saved["cases"]["under"]
         assert under["kept_samples"] == 3 * 20 and under["LB"]["samples"] == 2 * under["kept_samples"]  # relabelled copies
         shallow = saved["cases"]["shallow"]["FULL"]
-        assert shallow["fit"] == "mcmc" and shallow["checked_references"] == 1 and len(shallow["metropolis_curves"]) == 1
-        assert saved["shallow_landscape"]["mcmc"]["metropolis_hysteresis"] == shallow["metropolis_hysteresis"] >= 0
-        assert set(saved["shallow_landscape"]) == {"bp", "mcmc"} and "curves" in shallow["comparison"]
+        assert shallow["fit"] == "mcmc" and shallow["checked_references"] == 5 and len(shallow["metropolis_curves"]) == 5
+        assert "curves" in shallow["comparison"] and shallow["comparison"]["fit"] == "bp"
         assert under["LB"]["comparison"]["fit"] == "bp" and "curves" not in under["LB"]["comparison"]
+        authors, faithful = saved["shallow_authors_procedure"], saved["shallow_faithful"]
+        assert authors["bp_jump"] == shallow["comparison"]["max_distance_jump"] >= 0
+        assert authors["chain_loop"] == shallow["comparison"]["metropolis_hysteresis"]
+        assert 0 <= authors["reversed_state_fraction"] <= 1 and 0 <= authors["d_after_jump"] <= 1
+        assert authors["passes"] == (authors["bp_jump"] >= 0.3 and authors["chain_loop"] >= 0.3)
+        assert faithful["chain_loop_max"] == shallow["metropolis_hysteresis"] and faithful["chain_references"] == 5
+        deep = [saved["cases"][c][part]["metropolis_hysteresis"] for c in ("under", "over") for part in ("LB", "ITR", "RB", "FULL")]
+        assert faithful["deep_chain_loop_max"] == max(deep)
+        assert faithful["verdict"] in ("reproduced", "not reproduced by a fit that matches the data",
+                                       "undecided: the fit does not match the data")
         for case in ("under", "over", "shallow"):  # the networks are runs of the figure's workdir
             assert (tmp_path / f"samples_{case}.npz").exists()
             assert (tmp_path / "runs" / f"binary_{case}" / "summary.json").is_file()
         capsys.readouterr()
         pca = em.binary.pca_project(data)
-        samples, _, _ = em._samples("under", (20, 15, 15, 10), None, 1, 0.0, pca, pca, settings, tmp_path)
-        assert "reusing" in capsys.readouterr().out and len(samples) == under["kept_samples"]
-        with pytest.raises(SystemExit, match="fit='exact' is not a fit"):
-            em.run(dataclasses.replace(settings, fit="exact"), mnist, tmp_path)
-        with pytest.raises(SystemExit, match="compare='mcmc'"):
-            em.run(dataclasses.replace(settings, compare="mcmc"), mnist, tmp_path)
-        with pytest.raises(SystemExit, match="bp_start='mean'"):
-            em.run(dataclasses.replace(settings, bp_start="mean"), mnist, tmp_path)
+        drawn = em._samples("under", (20, 15, 15, 10), None, 1, 0.0, pca, pca, settings, tmp_path)
+        assert "reusing" in capsys.readouterr().out and len(drawn["samples"]) == under["kept_samples"]
+    for bad, message in (({"fit": "exact"}, "fit='exact' is not a fit"), ({"compare": "mcmc"}, "compare='mcmc'"),
+                         ({"bp_start": "mean"}, "bp_start='mean'"), ({"bm_burn_in": 5}, "bm_burn_in=5")):
+        with pytest.raises(mdl_jax.ConfigError, match=message):  # refused with the settings, before any training
+            dataclasses.replace(settings, **bad)
 
 
 def test_effective_model_fits_agree_on_weakly_coupled_spins():
@@ -147,7 +155,7 @@ def test_effective_model_fits_agree_on_weakly_coupled_spins():
         settings = em.EffectiveModelSettings(bm_iterations=200, mcmc_iterations=300, mcmc_chains=256, verify_chains=64,
                                              verify_sweeps=200, field_step=0.25)
         data = landscape.connected_moments(samples)
-        fits = {m: em._fit_and_sweep(samples, data, m, settings, jax.random.PRNGKey(2), 2) for m in em.FITS}
+        fits = {m: em._fit_and_sweep(samples, data, m, settings, jax.random.PRNGKey(2), 2, 1) for m in em.FITS}
     for fit in fits.values():
         assert fit["metropolis_correlation_error"] < fit["independent_correlation_error"]
         assert fit["hysteresis"] < 1e-3 and len(fit["curves"]) == 2

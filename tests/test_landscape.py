@@ -65,6 +65,16 @@ def test_inverse_ising_recovers_a_known_model():
     np.testing.assert_allclose(from_zero.model.J, fit.model.J, atol=1e-6)  # weakly coupled: one fixed point
     with pytest.raises(ValueError, match="start='mean'"):
         ls.boltzmann_learning(samples, start="mean")
+    authors = ls.boltzmann_learning(samples, iterations=400, lr_couplings=0.5, lr_fields=0.5, l2=0.0, tol=1e-10, damping=0.0,
+                                    criterion="mean", restart=jax.random.PRNGKey(3), burn_in=51, start="zero")
+    np.testing.assert_allclose(authors.model.J, fit.model.J, atol=1e-6)  # fresh BP messages reach the same fixed point
+    unstable = ls.boltzmann_learning(samples, iterations=60, lr_couplings=3.0, lr_fields=3.0, burn_in=30, restart=jax.random.PRNGKey(3))
+    eligible = np.asarray(unstable.history)[30:]  # rates this large overshoot: the best of all is the start
+    assert float(unstable.rms_error) == eligible.min() > float(unstable.history[0])
+    with pytest.raises(ValueError, match="burn_in=60"):
+        ls.boltzmann_learning(samples, iterations=60, burn_in=60)
+    with pytest.raises(ValueError, match="criterion='median'"):
+        ls.belief_propagation(truth, criterion="median")
     pl = ls.pseudo_likelihood(samples, l2=0.0, steps=600)
     assert np.max(np.abs(np.asarray(pl.J - truth.J)[off])) < 0.015
     assert np.max(np.abs(np.asarray(pl.h - truth.h))) < 0.015
@@ -123,6 +133,28 @@ def test_jumps_and_hysteresis_of_a_curie_weiss_magnet(beta, broken):
         assert float(ls.hysteresis(simulated)) < 0.05
     with pytest.raises(ValueError, match="measure=30"):
         ls.metropolis_landscape(model, jnp.ones(n), landscape.fields, jax.random.PRNGKey(9), sweeps=20, measure=30)
+    # the authors' procedure: undamped BP, fresh N(0, 0.01) messages at the start of each direction
+    fresh = ls.entropy_landscape(model, jnp.ones(n), landscape.fields, tol=1e-10, max_sweeps=5000, damping=0.0,
+                                 restart=jax.random.PRNGKey(10))
+    chex.assert_shape(fresh.distance, landscape.distance.shape)
+    if broken:  # each direction starts in the state its first field favours: the same loop
+        assert float(ls.hysteresis(fresh)) > 0.3
+        assert float(ls.distance_after_jump(fresh)) > 0.8  # the down sweep jumps to the reversed state
+    else:  # one fixed point: the start does not matter
+        np.testing.assert_allclose(fresh.distance, landscape.distance, atol=1e-8)
+        assert 0.4 < float(ls.distance_after_jump(fresh)) < 0.6  # the steepest step is where d crosses 1/2, at x = 0
+
+
+def test_reversed_state_fraction_tells_couplings_from_fields():
+    """Chains from random starts: a ferromagnet without fields falls into either state about
+    equally often; independent spins polarised by their fields never reverse."""
+    n = 40
+    magnet = ls.Ising(1.6 / n * (jnp.ones((n, n)) - jnp.eye(n)), jnp.zeros(n))
+    aligned = jnp.ones((50, n)).at[:, :5].set(-1.0)  # data in the + state
+    fraction = float(ls.reversed_state_fraction(magnet, aligned, jax.random.PRNGKey(11), chains=128, sweeps=50))
+    assert 0.3 < fraction < 0.7
+    polarised = ls.Ising(jnp.zeros((n, n)), jnp.ones(n))
+    assert float(ls.reversed_state_fraction(polarised, aligned, jax.random.PRNGKey(12), chains=128, sweeps=50)) == 0.0
 
 
 @pytest.mark.mnist

@@ -6,13 +6,27 @@ Command (full: 256 networks per case)::
     # training about 19 minutes, fits about 35 minutes on 2 CPU cores
 
 --quick (128 networks per case, 10-200 epochs, 100 samples per network): about 10 minutes on
-2 CPU cores (597 s on 2026-11-25). Expected (quick): under-parametrised max s(d) LB 0.536,
-ITR 0.673, RB 0.585; shallow BP jump 0.149, loop 0.155 (docs/results.md).
+2 CPU cores. Expected numbers: docs/results.md.
+
+Every part is fitted twice: ``fit`` (the headline) and ``compare``. ``mcmc`` is Boltzmann
+learning with Metropolis moments; ``bp`` is the authors' Boltzmann learning with BP moments
+(SGD at rates 0.01 / 0.3, L2 1e-4, 100 iterations; BP undamped, restarted from N(0, 0.01)
+messages at every iteration, stopped at mean |dm| <= 1e-4 or 1000 sweeps; best iterate after
+iteration 50), whose landscapes are solved as the authors' are (undamped BP to max |dm| <= 1e-6
+within 3000 sweeps, fresh messages for each sweep direction). The Metropolis fit's landscapes
+use damped BP (0.5, to max |dm| <= 1e-4 within 1000 sweeps, warm-started along the whole
+sweep): undamped BP does not converge on its stronger couplings (the Bethe entropy then
+exceeds ln 2). References run from low to high model energy.
 """
 
 from __future__ import annotations
 
 import dataclasses
+
+from mdl_jax import ConfigError
+from mdl_jax.landscape import BP_STARTS
+
+FITS = ("mcmc", "bp")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,22 +42,35 @@ class EffectiveModelSettings:
     threshold_shallow: float = 0.70
     score_images: int = 10_000
     hidden_permutations: int = 4  # relabelled copies of every deep sample (0: pool as trained)
-    fit: str = "mcmc"  # Boltzmann learning with Metropolis moments ("mcmc") or with BP moments ("bp", the notes')
+    fit: str = "mcmc"  # the headline fit: Metropolis moments ("mcmc") or the authors' BP moments ("bp")
     compare: str = "bp"  # the other fit, reported beside each fit under "comparison" ("none": skip)
-    bp_start: str = "zero"  # BP learning starts at J = h = 0 ("zero", the textbook start) or at fields atanh(m) ("independent")
+    bp_start: str = "zero"  # BP learning starts at J = h = 0 (the authors', to order 1/N^2) or at fields atanh(m) ("independent")
     bm_iterations: int = 100
+    bm_burn_in: int = 51  # the BP fit's best iterate is taken from this iteration on (the authors': after 50)
     mcmc_iterations: int = 2000
     mcmc_chains: int = 512
     verify_chains: int = 128
     verify_sweeps: int = 200
-    references: int = 20
+    references: int = 20  # landscape references per deep part, low to high model energy
+    shallow_references: int = 20
     field_step: float = 0.05
-    check_references: int = 5  # references per fit whose d(x) is also simulated by Metropolis chains (0: none)
+    check_references: int = 5  # deep references per fit whose d(x) is also simulated by Metropolis chains (0: none)
+    shallow_check_references: int = 10  # the same for the shallow network (at least 5 for its verdict)
     check_chains: int = 32
     check_sweeps: int = 20  # per field value; d is averaged over the last half
+
+    def __post_init__(self):
+        if self.fit not in FITS:
+            raise ConfigError(f"fit={self.fit!r} is not a fit; choose one of {', '.join(FITS)}")
+        if self.compare not in (*FITS, "none") or self.compare == self.fit:
+            raise ConfigError(f"compare={self.compare!r}: choose the fit other than fit={self.fit!r}, or none")
+        if self.bp_start not in BP_STARTS:
+            raise ConfigError(f"bp_start={self.bp_start!r}: choose zero (J = h = 0) or independent (fields atanh(m))")
+        if not 0 <= self.bm_burn_in < self.bm_iterations:
+            raise ConfigError(f"bm_burn_in={self.bm_burn_in} must be at least 0 and below bm_iterations={self.bm_iterations}")
 
 
 QUICK = EffectiveModelSettings(networks=128, epochs_under=10, epochs_over=200, epochs_shallow=10, samples_per_network=100,
                                threshold_under=0.74, threshold_over=0.62, threshold_shallow=0.68, score_images=2000,
-                               mcmc_iterations=600, mcmc_chains=256, verify_chains=64, verify_sweeps=100, references=3,
-                               check_references=1)
+                               mcmc_iterations=600, mcmc_chains=256, references=3,
+                               shallow_references=5, check_references=1, shallow_check_references=5)

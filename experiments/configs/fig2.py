@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from mdl_jax import ConfigError
+
 
 @dataclasses.dataclass(frozen=True)
 class Fig2Settings:
@@ -35,6 +37,10 @@ class Fig2Settings:
     weight_decay: float = 1e-4  # 1L1P and the baselines (the authors' scripts)
     weight_decay_1l2p: float = 1e-3  # 1L2P (Fig2/MDL-1L2P.py)
     last_epochs: int = 5  # accuracies (least p included) are means over each run's last epochs
+
+    def __post_init__(self):
+        if not 1 <= self.last_epochs <= self.epochs:
+            raise ConfigError(f"last_epochs={self.last_epochs} must be between 1 and epochs={self.epochs}")
 
 
 QUICK = Fig2Settings(seeds=2, epochs=2, last_epochs=1, modes=(2, 5, 10, 30, 50), widths=(25, 50, 100), width_modes=(2, 5, 10, 20, 40))

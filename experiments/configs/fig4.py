@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from mdl_jax import ConfigError
+
 
 @dataclasses.dataclass(frozen=True)
 class Fig4Settings:
@@ -35,6 +37,10 @@ class Fig4Settings:
     fixed_test: bool = True  # eps_g on one fixed test set per teacher (the authors'), else fresh samples
     n_test: int = 100_000  # test samples per measurement (the authors: one fixed set of 1e5)
     seed: int = 0
+
+    def __post_init__(self):
+        if self.dtype not in ("float32", "float64"):
+            raise ConfigError(f"dtype must be float32 or float64, got {self.dtype!r}")
 
 
 QUICK = Fig4Settings(panel_a_d=(30, 60, 100), panel_b_alpha=(0.5, 1.0, 2.0, 3.0), t_max=3e3, n_times=25,
