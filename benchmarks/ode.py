@@ -11,6 +11,12 @@ Setting: d = 100, alpha = 1 (p = 4), m = k = 8, eta = 5, horizon t = 1e5.
   loops, max |difference| of Q and M over the timed stretch.
 * ``max_abs_dev_adaptive_vs_fine_euler``: adaptive against Euler with dt = 1/(10 d), max
   |difference| of Q, M and eps_g at log-spaced times up to ``--fine-t``.
+* ``solver_table`` (``--table``): every adaptive solver of ``online.ADAPTIVE_SOLVERS`` at
+  rtol 1e-3 .. 1e-7 (atol = rtol / 1000) to the full horizon: wall time (second call), steps,
+  and max |difference| of Q, M and eps_g at the 60 saved times against a reference solve
+  (Dopri8, rtol 1e-10, atol 1e-13). Acceptance, fixed before the table was run: a setting
+  gives "the same answer" if that difference is at most 1e-5, the distance between the
+  default solve and Euler at dt = 1/(10 d).
 * ``sim_steps_per_s``: online SGD samples per second (8 seeds vmapped, d = 100).
 numba is a benchmark-only dependency (``pip install numba``).
 """
@@ -79,10 +85,35 @@ def numba_euler(q, mm, p, a, eta, dt, n_steps):
     return q, mm
 
 
+def _timed(solve, *inputs):
+    jax.block_until_ready(solve(*inputs))  # compile
+    start = time.perf_counter()
+    solution = jax.block_until_ready(solve(*inputs))
+    return solution, time.perf_counter() - start
+
+
+def solver_table(op0, a, eta, ts, tolerances=(1e-3, 1e-4, 1e-5, 1e-6, 1e-7)) -> list[dict]:
+    """Wall time, steps and deviation from a tight reference of every solver and tolerance."""
+    reference = online.solve_ode(op0, a, eta, ts, solver="dopri8", rtol=1e-10, atol=1e-13, max_steps=10**6)
+    rows = []
+    for name in online.ADAPTIVE_SOLVERS:
+        for rtol in tolerances:
+            solve = jax.jit(lambda op0, a, name=name, rtol=rtol: online.solve_ode(op0, a, eta, ts, solver=name, rtol=rtol,
+                                                                                   atol=rtol * 1e-3, max_steps=10**6))
+            solution, seconds = _timed(solve, op0, a)
+            deviation = max(float(jnp.abs(x - y).max()) for x, y in ((solution.Q, reference.Q), (solution.M, reference.M),
+                                                                      (solution.eps_g, reference.eps_g)))
+            rows.append({"solver": name, "rtol": rtol, "atol": rtol * 1e-3, "seconds": seconds, "steps": int(solution.num_steps),
+                         "max_abs_dev_vs_reference": deviation, "same_answer": deviation <= 1e-5})
+            print(rows[-1], flush=True)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--numba-steps", type=int, default=2000, help="Euler steps timed for numba")
     parser.add_argument("--fine-t", type=float, default=100.0, help="horizon of the fine-Euler check")
+    parser.add_argument("--table", action="store_true", help="also time every solver and tolerance (minutes)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
@@ -141,6 +172,8 @@ def main() -> None:
         "sim_steps_per_s": sim_rate,
         "final_eps_g": float(solution.eps_g[-1]),
     }
+    if args.table:
+        results["solver_table"] = solver_table(op0, a, eta, ts)
     if args.json:
         print(json.dumps(results, indent=2))
     else:

@@ -116,7 +116,8 @@ def draw(results: dict):
     for j, part in enumerate(("LB", "ITR", "RB")):  # |J| and |h|, under-parametrised: 5-25-50-75-95 % quantiles; notes' means
         for k, (stat, marker) in enumerate((("J", "o"), ("h", "s"))):
             q, x = np.asarray(results["cases"]["under"][part][f"abs_{stat}_quantiles"]), j + 0.2 * (2 * k - 1)
-            axes[2].plot([x, x], [q[0], q[4]], "-", [x, x], [q[1], q[3]], "-", color=colors[part], lw=1)
+            axes[2].plot([x, x], [q[0], q[4]], "-", color=colors[part], lw=1)
+            axes[2].plot([x, x], [q[1], q[3]], "-", color=colors[part], lw=5, alpha=0.5)
             axes[2].plot(x, q[2], marker, color=colors[part], mfc="white", label=f"|{stat}|" if j == 0 else None)
             axes[2].plot(x, NOTES_MEAN_ABS[stat][part], "*", color="gray", label="notes, mean" if j == k == 0 else None)
     axes[2].set(yscale="log", xticks=range(3), xticklabels=["LB", "ITR", "RB"], ylabel="|J| (o), |h| (s)", title="couplings and fields, under")
@@ -129,7 +130,7 @@ def draw(results: dict):
                 axes[3].plot(x[:half], dist[:half], down, color=color, ms=3, label=f"{fit['fit']} fit, {how}, x down")
                 axes[3].plot(x[half - 1:], dist[half - 1:], up, color=color, ms=3, label=f"{fit['fit']} fit, {how}, x up")
     verdict = results.get("shallow_faithful", {}).get("verdict", "")
-    axes[3].set(xlabel="field x", ylabel="distance d", title=f"shallow 20-10: {verdict}"[:70])
+    axes[3].set(xlabel="field x", ylabel="distance d", title=f"shallow 20-10, lowest-energy reference\n{verdict}")
     for ax in axes:
         ax.legend(fontsize=6)
     return fig

@@ -5,6 +5,7 @@ Gaussian integrals, simulated online SGD, and gradient-based fitting of theory t
 """
 
 from mdl_jax._online import (
+    ADAPTIVE_SOLVERS as ADAPTIVE_SOLVERS,
     Committee as Committee,
     OdeArgs as OdeArgs,
     OdeSolution as OdeSolution,
