@@ -258,3 +258,19 @@ def test_relabelled_hidden_units_compute_the_same_function():
     np.testing.assert_array_equal(np.sort(copies[:5], axis=1), np.sort(samples, axis=1))  # same weights, moved
     with pytest.raises(ValueError, match="widths"):
         binary.split_layers(samples, (6, 5, 3))
+
+
+def test_shallow_verdicts_apply_the_fixed_thresholds():
+    fit = {"metropolis_correlation_error": 0.009, "metropolis_correlation_noise": 0.008, "independent_correlation_error": 0.05,
+           "hysteresis": 0.6, "hysteresis_median": 0.5, "metropolis_hysteresis_each": np.array([0.5, 0.4, 0.6, 0.45, 0.5])}
+    fit["metropolis_hysteresis"] = float(fit["metropolis_hysteresis_each"].max())
+    authors = {**fit, "max_distance_jump": 0.7, "metropolis_hysteresis": 0.29, "reversed_state_fraction": 0.0, "d_after_jump": 0.99}
+    out = ls.shallow_verdicts(fit, [0.05, 0.1], authors=authors)
+    assert out["shallow_faithful"]["verdict"] == "reproduced" and out["shallow_faithful"]["chain_loop_median"] == 0.5
+    assert not out["shallow_authors_procedure"]["passes"]  # its chains' loop is below 0.3
+    narrow = {**fit, "metropolis_hysteresis_each": np.array([0.07, 0.09, 0.12, 0.08, 0.05])}
+    assert ls.shallow_verdicts(narrow, [0.02])["shallow_faithful"]["verdict"] == "not reproduced by a fit that matches the data"
+    assert ls.shallow_verdicts(fit, [0.2])["shallow_faithful"]["verdict"] == "not reproduced by a fit that matches the data"
+    loose = {**fit, "metropolis_correlation_error": 0.02}  # 2.5x the check's noise
+    assert ls.shallow_verdicts(loose, [0.05])["shallow_faithful"]["verdict"] == "undecided: the fit does not match the data"
+    assert "shallow_authors_procedure" not in ls.shallow_verdicts(fit, [0.05])
