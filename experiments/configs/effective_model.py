@@ -3,10 +3,13 @@
 Command (full: 256 networks per case)::
 
     python -m experiments.effective_model --out runs/effective_model --data-dir DIR
-    # training about 19 minutes, fits about 35 minutes on 2 CPU cores
+    # 3,918 s on 2 CPU cores: training 1,602 s, fits 2,095 s (2026-11-25)
 
---quick (128 networks per case, 10-200 epochs, 100 samples per network): about 10 minutes on
-2 CPU cores. Expected numbers: docs/results.md.
+--quick (128 networks per case, 10-200 epochs, 100 samples per network): training 260 s,
+fits 458 s. Expected (full / quick): ITR max s(d) 0.684 / 0.673; the shallow network's loop
+by the authors' procedure 0.905 / 0.871 (BP) and 0.898 / 0.846 (chains), by the fit that
+matches the data 0.066 / 0.071 (chains, median), verdict "not reproduced by a fit that
+matches the data" (docs/results.md).
 
 Every part is fitted twice: ``fit`` (the headline) and ``compare``. ``mcmc`` is Boltzmann
 learning with Metropolis moments; ``bp`` is the authors' Boltzmann learning with BP moments
