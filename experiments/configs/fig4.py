@@ -3,13 +3,15 @@
 Command (full: t <= 1e5, 5 teachers x 8 seeds per configuration, d = 30-200 at alpha = 1,
 alpha = 0.5-4 at d = 100, eps_g on a fixed set of 1e5 test samples)::
 
-    python -m experiments.fig4 --out runs/fig4          # about 1.2 hours on 2 CPU cores (extrapolated; not run yet)
+    python -m experiments.fig4 --out runs/fig4          # about 2.5 hours on 2 CPU cores (extrapolated; not run)
 
---quick (t <= 3e3, 3 teachers x 4 seeds): 67 s on 2 CPU cores (2026-11-25). Expected: up to
-t = 100 the gap to the ODE is 0.03-0.33 per teacher (median 0.08), about 1-2 standard errors of
-the seed mean; the plateau share at d = 100 does not fall with alpha (medians 0.22 / 0.26 /
-0.30 / 0.26 for alpha = 0.5 / 1 / 2 / 3; docs/results.md). ``dtype`` is the precision of the
-ODE and of the simulation, in force for this run only.
+Largest run so far: ``--set t_max=1e4 --set n_times=32``, the full settings otherwise, 926 s on
+2 CPU cores (2026-11-25). Expected: up to t = 100 the gap to the ODE is 0.009-0.139 per teacher
+for d >= 50, 0.9-1.25 seed standard errors; the plateau share at d = 100 does not fall with
+alpha (medians 0.27 / 0.23 / 0.27 / 0.47 for alpha = 0.5 / 1 / 2 / 4; docs/results.md).
+
+--quick (t <= 3e3, 3 teachers x 4 seeds): 67 s on 2 CPU cores. ``dtype`` is the precision of
+the ODE and of the simulation, in force for this run only.
 """
 
 from __future__ import annotations
