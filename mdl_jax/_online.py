@@ -207,7 +207,10 @@ def log_times(t_max: float, n: int, *, t_min: float = 0.1) -> jax.Array:
     return jnp.concatenate([jnp.zeros(1), jnp.logspace(math.log10(t_min), math.log10(t_max), n - 1)])
 
 
-ADAPTIVE_SOLVERS = {"tsit5": diffrax.Tsit5, "dopri5": diffrax.Dopri5, "dopri8": diffrax.Dopri8, "bosh3": diffrax.Bosh3}
+ADAPTIVE_SOLVERS = {
+    "tsit5": diffrax.Tsit5, "dopri5": diffrax.Dopri5, "dopri8": diffrax.Dopri8, "bosh3": diffrax.Bosh3,
+    "kvaerno5": diffrax.Kvaerno5,  # implicit (ESDIRK): a Newton solve per stage, for the stiff late phase
+}
 
 
 def solve_ode(

@@ -106,6 +106,11 @@ def test_adaptive_solve_matches_fine_euler():
     assert err_fine < 1e-3
     assert err_fine < 0.4 * err_coarse  # Euler converges at first order towards the adaptive solution
     assert int(adaptive.num_steps) < 1000
+    for solver in ("bosh3", "kvaerno5"):  # the other schemes of the benchmark's table give the same curve
+        other = online.solve_ode(op0, a, 5.0, ts, rtol=1e-8, atol=1e-11, solver=solver)
+        np.testing.assert_allclose(other.eps_g, adaptive.eps_g, rtol=1e-5)
+    with pytest.raises(ValueError, match="unknown solver 'rk4'"):
+        online.solve_ode(op0, a, 5.0, ts, solver="rk4")
 
 
 def test_theory_matches_simulation_at_moderate_d():
