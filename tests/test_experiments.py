@@ -8,7 +8,7 @@ import pytest
 
 import mdl_jax
 
-from experiments import fig4
+from experiments import common, fig4
 
 
 @pytest.fixture(autouse=True)
@@ -32,8 +32,9 @@ def test_fig4_tiny(tmp_path):
         assert len(config["eps_ode"]) == len(config["eps_sim_mean"]) == 5 and len(config["eps_ode"][0]) == 8
         assert len(config["M_final"]) == 8 and len(config["M_final"][0]) == 8
         assert all(0 <= share <= 1 for share in config["plateau_share"])
+    args = common.parser(fig4.__doc__).parse_args(["--quick", "--set", "dtype=bfloat16"])
     with pytest.raises(SystemExit, match="error: dtype must be float32 or float64, got 'bfloat16'"):  # as the command line says it
-        fig4.main(["--quick", "--out", str(tmp_path / "other"), "--set", "dtype=bfloat16"])
+        common.settings_from(args, fig4.Fig4Settings(), fig4.QUICK)
 
 
 def _mnist_slice(mnist, n_train=6000, n_test=2000):
