@@ -92,6 +92,11 @@ def _timed(solve, *inputs):
     return solution, time.perf_counter() - start
 
 
+def _max_deviation(one, other) -> float:
+    """Largest |difference| of Q, M and eps_g between two solutions saved at the same times."""
+    return max(float(jnp.abs(x - y).max()) for x, y in ((one.Q, other.Q), (one.M, other.M), (one.eps_g, other.eps_g)))
+
+
 def solver_table(op0, a, eta, ts, tolerances=(1e-3, 1e-4, 1e-5, 1e-6, 1e-7)) -> list[dict]:
     """Wall time, steps and deviation from a tight reference of every solver and tolerance."""
     reference = online.solve_ode(op0, a, eta, ts, solver="dopri8", rtol=1e-10, atol=1e-13, max_steps=10**6)
@@ -101,8 +106,7 @@ def solver_table(op0, a, eta, ts, tolerances=(1e-3, 1e-4, 1e-5, 1e-6, 1e-7)) -> 
             solve = jax.jit(lambda op0, a, name=name, rtol=rtol: online.solve_ode(op0, a, eta, ts, solver=name, rtol=rtol,
                                                                                    atol=rtol * 1e-3, max_steps=10**6))
             solution, seconds = _timed(solve, op0, a)
-            deviation = max(float(jnp.abs(x - y).max()) for x, y in ((solution.Q, reference.Q), (solution.M, reference.M),
-                                                                      (solution.eps_g, reference.eps_g)))
+            deviation = _max_deviation(solution, reference)
             rows.append({"solver": name, "rtol": rtol, "atol": rtol * 1e-3, "seconds": seconds, "steps": int(solution.num_steps),
                          "max_abs_dev_vs_reference": deviation, "same_answer": deviation <= 1e-5})
             print(rows[-1], flush=True)
@@ -124,11 +128,7 @@ def main() -> None:
     a = online.mode_coupling(student)
     ts = online.log_times(t_max, 60)
 
-    adaptive = jax.jit(lambda op0, a: online.solve_ode(op0, a, eta, ts))
-    jax.block_until_ready(adaptive(op0, a))
-    start = time.perf_counter()
-    solution = jax.block_until_ready(adaptive(op0, a))
-    adaptive_s = time.perf_counter() - start
+    solution, adaptive_s = _timed(jax.jit(lambda op0, a: online.solve_ode(op0, a, eta, ts)), op0, a)
 
     args_np = [np.asarray(x) for x in (op0.Q, op0.M, op0.P, a)]
     numba_euler(*args_np, eta, 1.0 / d, 2)  # compile
@@ -145,16 +145,14 @@ def main() -> None:
     fine_ts = online.log_times(args.fine_t, 30)
     coarse = online.solve_ode(op0, a, eta, fine_ts)
     fine = online.solve_ode(op0, a, eta, fine_ts, method="euler", d=10 * d, max_steps=int(args.fine_t * 10 * d) + 10)
-    fine_dev = max(float(jnp.abs(x - y).max()) for x, y in ((coarse.Q, fine.Q), (coarse.M, fine.M), (coarse.eps_g, fine.eps_g)))
+    fine_dev = _max_deviation(coarse, fine)
 
     seeds, sim_t = 8, 100.0
     steps = jnp.round(online.log_times(sim_t, 10, t_min=1.0) * d).astype(jnp.int32)
     simulate = jax.jit(jax.vmap(lambda key: online.simulate_sgd(key, teacher, student, eta, steps, n_test=1000)))
     keys = jax.random.split(jax.random.PRNGKey(1), seeds)
-    jax.block_until_ready(simulate(keys))
-    start = time.perf_counter()
-    jax.block_until_ready(simulate(keys))
-    sim_rate = seeds * int(steps[-1]) / (time.perf_counter() - start)
+    _, sim_s = _timed(simulate, keys)
+    sim_rate = seeds * int(steps[-1]) / sim_s
 
     results = {
         "setting": {"d": d, "alpha": alpha, "p": p, "m": hidden, "k": hidden, "eta": eta, "t_max": t_max},

@@ -81,7 +81,7 @@ def run(settings: EffectiveModelSettings, data: mdl_jax.Dataset, out: Path, *, p
             samples = binary.permute_hidden_units(samples, widths, jax.random.PRNGKey(100 + c), copies=s.hidden_permutations)
         references = (s.shallow_references, s.shallow_check_references) if name == "shallow" else (s.references, s.check_references)
         for p, part in enumerate(["FULL"] if name == "shallow" else PARTS):
-            tic, spins = time.perf_counter(), jnp.asarray(samples[:, PARTS[part]] if name != "shallow" else samples, jnp.float32)
+            tic, spins = time.perf_counter(), jnp.asarray(samples[:, PARTS[part]], jnp.float32)  # shallow: FULL is every column
             data = landscape.connected_moments(spins)  # once for both fits, on the same references
             fits = [_fit_and_sweep(spins, data, m, s, jax.random.PRNGKey(1000 * c + p), *references) for m in (s.fit, s.compare) if m in FITS]
             print(f"{name} {part}: {time.perf_counter() - tic:.0f} s; " + "; ".join(

@@ -91,5 +91,6 @@ def main(argv=None) -> dict:
           f"{results['max_rel_gap_theory_vs_simulation']:.0%} at t = {at['t']:.3g}, d = {at['d']}, alpha = {at['alpha']:g}")
     return results
 
+
 if __name__ == "__main__":
     main()

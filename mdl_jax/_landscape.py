@@ -429,25 +429,29 @@ def metropolis_landscape(
     return MetropolisLandscape(fields, q, (1 - q) / 2)
 
 
+def _directions(landscape: Landscape | MetropolisLandscape) -> tuple[jax.Array, jax.Array]:
+    """``d`` on the down sweep and on the up sweep of a :func:`field_sweep` (both include the
+    turning field ``-x_max``)."""
+    half = (landscape.fields.shape[0] + 1) // 2
+    return landscape.distance[:half], landscape.distance[half - 1:]
+
+
 def distance_jumps(landscape: Landscape | MetropolisLandscape) -> jax.Array:
     """Largest jump of d between neighbouring fields on the down sweep and on the up sweep."""
-    half = (landscape.fields.shape[0] + 1) // 2
-    down, up = landscape.distance[:half], landscape.distance[half - 1:]
+    down, up = _directions(landscape)
     return jnp.stack([jnp.max(jnp.abs(jnp.diff(down))), jnp.max(jnp.abs(jnp.diff(up)))])
 
 
 def hysteresis(landscape: Landscape | MetropolisLandscape) -> jax.Array:
     """Largest gap in d between the down and the up sweep at the same field."""
-    half = (landscape.fields.shape[0] + 1) // 2
-    down, up = landscape.distance[:half], landscape.distance[half - 1:][::-1]
-    return jnp.max(jnp.abs(down - up))
+    down, up = _directions(landscape)
+    return jnp.max(jnp.abs(down - up[::-1]))
 
 
 def distance_after_jump(landscape: Landscape | MetropolisLandscape) -> jax.Array:
     """``d`` just after the largest jump of the down sweep (x falling, the configurations
     leaving the reference): where the landscape resumes beyond its gap."""
-    half = (landscape.fields.shape[0] + 1) // 2
-    down = landscape.distance[:half]
+    down, _ = _directions(landscape)
     return down[jnp.argmax(jnp.abs(jnp.diff(down))) + 1]
 
 
@@ -535,7 +539,7 @@ def examine(
     couplings = np.abs(np.asarray(model.J))[~np.eye(spins.shape[1], dtype=bool)]
     fields_abs = np.abs(np.asarray(model.h))
     each = lambda curves, measure: np.array([np.max(np.asarray(measure(c))) for c in curves])
-    jumps = each(sweeps, distance_jumps)
+    jumps, loops_bp = each(sweeps, distance_jumps), each(sweeps, hysteresis)
     out = {
         "samples": spins.shape[0], **_moment_check(model, spins, data, k_check, chains=verify_chains, sweeps=verify_sweeps),
         "reversed_state_fraction": float(reversed_state_fraction(model, spins, k_reversed, chains=verify_chains, sweeps=verify_sweeps)),
@@ -543,7 +547,7 @@ def examine(
         "abs_J_quantiles": np.quantile(couplings, _QUANTILES), "abs_h_quantiles": np.quantile(fields_abs, _QUANTILES),
         "max_entropy": float(np.mean([np.max(np.asarray(s.entropy)) for s in sweeps])),
         "max_distance_jump": float(jumps.max()), "d_after_jump": float(distance_after_jump(sweeps[int(jumps.argmax())])),
-        "hysteresis": float(each(sweeps, hysteresis).max()), "hysteresis_median": float(np.median(each(sweeps, hysteresis))),
+        "hysteresis": float(loops_bp.max()), "hysteresis_median": float(np.median(loops_bp)),
         "bp_converged": float(np.mean([np.mean(np.asarray(s.converged)) for s in sweeps])),
         "curves": [{"x": s.fields, "d": s.distance, "s": s.entropy} for s in sweeps],
     }
