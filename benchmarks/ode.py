@@ -17,7 +17,14 @@ Setting: d = 100, alpha = 1 (p = 4), m = k = 8, eta = 5, horizon t = 1e5.
   (Dopri8, rtol 1e-10, atol 1e-13). Acceptance, fixed before the table was run: a setting
   gives "the same answer" if that difference is at most 1e-5, the distance between the
   default solve and Euler at dt = 1/(10 d).
-* ``sim_steps_per_s``: online SGD samples per second (8 seeds vmapped, d = 100).
+* ``sim_samples_per_s``: online SGD samples per second, all runs together, of the full Fig. 4's
+  program at d = 100 (alpha = 0.5, 1, 2, 4 x 5 teachers x 8 seeds = 160 runs learning from 8
+  input streams, ``online.theory_vs_simulation``), the seeds spread over one CPU device per core;
+  timed over t <= ``--sim-t``.
+* ``full_fig4_s``: the full Fig. 4 (``experiments/configs/fig4.py``), extrapolated from measured
+  parts: each dimension's simulation at the rate measured over t <= ``--sim-t``, its test
+  evaluations (``n_times`` on the fixed set of ``n_test`` samples) at their measured cost, and
+  the ODE solves of each dimension to the full horizon, measured (``full_fig4_parts``).
 numba is a benchmark-only dependency (``pip install numba``).
 """
 
@@ -26,7 +33,10 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
+import sys
 import time
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -34,8 +44,11 @@ import numba
 import numpy as np
 
 jax.config.update("jax_enable_x64", True)
+jax.config.update("jax_num_cpu_devices", os.cpu_count() or 1)  # as experiments.fig4: each core simulates its seeds
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mdl_jax import online  # noqa: E402
+from experiments.configs.fig4 import Fig4Settings  # noqa: E402
+from mdl_jax import _online, online  # noqa: E402
 
 
 @numba.njit(cache=False)
@@ -113,10 +126,41 @@ def solver_table(op0, a, eta, ts, tolerances=(1e-3, 1e-4, 1e-5, 1e-6, 1e-7)) -> 
     return rows
 
 
+def full_fig4(s: Fig4Settings, stretch_t: float) -> tuple[float, dict]:
+    """(samples/s of the d = 100 program, the full Fig. 4's time per dimension), from measured parts."""
+    configs = [(d, s.panel_a_alpha) for d in s.panel_a_d] + [(s.panel_b_d, alpha) for alpha in s.panel_b_alpha]
+    setups = online.teacher_student_groups(configs, hidden=s.hidden, teachers=s.teachers, seed=s.seed, dtype=jnp.float64)
+    keys = _online._shard_seeds(jax.random.split(jax.random.PRNGKey(1), s.seeds))
+    ts, parts = online.log_times(s.t_max, s.n_times, t_min=s.t_min), {}
+    for d in dict.fromkeys(d for d, _ in setups):
+        groups = [setup[1:] for c, setup in setups.items() if c[0] == d]
+        runs = s.seeds * sum(t.xi_hat.shape[0] for t, _ in groups)
+
+        def timed(saves, n_test):
+            simulate = jax.jit(jax.vmap(lambda key: [o.eps_g for o in online.simulate_runs(
+                key, groups, s.eta, saves, n_test=n_test, test_key=jax.random.PRNGKey(2))]))
+            return _timed(simulate, keys)[1]
+
+        stretch = jnp.asarray([0, round(stretch_t * d)], jnp.int32)
+        rate = runs * int(stretch[-1]) / timed(stretch, 1000)
+        test_s = timed(jnp.zeros(2, jnp.int32), s.n_test) / 2  # two evaluations on the fixed set (drawn once)
+        ops = [jax.vmap(lambda t, st: online.order_parameters(st.weights(), t.weights()))(t, st) for t, st in groups]
+        start = time.perf_counter()
+        jax.block_until_ready(online.solve_each(jax.tree.map(lambda *a: jnp.concatenate(a), *ops),
+                                                jnp.concatenate([jax.vmap(online.mode_coupling)(st) for _, st in groups]), s.eta, ts))
+        ode_s = time.perf_counter() - start  # compiled and run once, as the figure does
+        sim_s = runs * round(s.t_max * d) / rate
+        parts[d] = {"runs": runs, "samples_per_s": rate, "simulation_s": sim_s, "test_evaluation_s": test_s,
+                    "ode_s": ode_s, "total_s": sim_s + s.n_times * test_s + ode_s}
+        print(d, parts[d], flush=True)
+    return parts[s.panel_b_d]["samples_per_s"], parts
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--numba-steps", type=int, default=2000, help="Euler steps timed for numba")
     parser.add_argument("--fine-t", type=float, default=100.0, help="horizon of the fine-Euler check")
+    parser.add_argument("--sim-t", type=float, default=100.0, help="horizon t of the timed simulation stretches")
     parser.add_argument("--table", action="store_true", help="also time every solver and tolerance (minutes)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
@@ -147,12 +191,7 @@ def main() -> None:
     fine = online.solve_ode(op0, a, eta, fine_ts, method="euler", d=10 * d, max_steps=int(args.fine_t * 10 * d) + 10)
     fine_dev = _max_deviation(coarse, fine)
 
-    seeds, sim_t = 8, 100.0
-    steps = jnp.round(online.log_times(sim_t, 10, t_min=1.0) * d).astype(jnp.int32)
-    simulate = jax.jit(jax.vmap(lambda key: online.simulate_sgd(key, teacher, student, eta, steps, n_test=1000)))
-    keys = jax.random.split(jax.random.PRNGKey(1), seeds)
-    _, sim_s = _timed(simulate, keys)
-    sim_rate = seeds * int(steps[-1]) / sim_s
+    sim_rate, fig4_parts = full_fig4(Fig4Settings(), args.sim_t)
 
     results = {
         "setting": {"d": d, "alpha": alpha, "p": p, "m": hidden, "k": hidden, "eta": eta, "t_max": t_max},
@@ -167,7 +206,10 @@ def main() -> None:
         "euler_max_abs_dev_vs_numba": euler_dev,
         "max_abs_dev_adaptive_vs_fine_euler": fine_dev,
         "fine_euler_horizon_t": args.fine_t,
-        "sim_steps_per_s": sim_rate,
+        "sim_samples_per_s": sim_rate,
+        "full_fig4_s": sum(part["total_s"] for part in fig4_parts.values()),
+        "full_fig4_extrapolated": True,
+        "full_fig4_parts": fig4_parts,
         "final_eps_g": float(solution.eps_g[-1]),
     }
     if args.table:

@@ -32,17 +32,32 @@ def configurations(settings: Fig4Settings) -> list[dict]:
     return a + b
 
 
+def compare_at(d: int, alphas: list[float], ts, s: Fig4Settings, out: Path) -> dict[float, online.TheoryVsSimulation]:
+    """Every configuration at input dimension ``d`` (one simulation program), stored in
+    ``out/d<d>.npz``: a killed figure run resumes from the dimensions it finished."""
+    fields = online.TheoryVsSimulation._fields
+
+    def compute():
+        found = online.theory_vs_simulation(
+            [(d, alpha) for alpha in alphas], ts, hidden=s.hidden, eta=s.eta, seeds=s.seeds, n_test=s.n_test,
+            teachers=s.teachers, seed=s.seed, redraw_above=0.01 if s.redraw_student else None, fixed_test=s.fixed_test,
+            common_inputs=s.common_inputs, solver=s.ode_solver, dtype=jnp.dtype(s.dtype))
+        return {f"{alpha:g}_{f}": np.asarray(getattr(c, f)) for alpha, c in zip(alphas, found) for f in fields}
+
+    arrays = common.cached(out / f"d{d}.npz", {**dataclasses.asdict(s), "d": d, "alphas": alphas}, compute)
+    return {alpha: online.TheoryVsSimulation(int(arrays[f"{alpha:g}_p"]), *(arrays[f"{alpha:g}_{f}"] for f in fields[1:]))
+            for alpha in alphas}
+
+
 def run(settings: Fig4Settings, out: Path, *, plot: bool = True) -> dict:
     """Computes both panels (in ``settings.dtype``) and writes the figure and results into ``out``."""
     start, s = time.perf_counter(), settings
     configs = configurations(s)
+    by_d = {d: sorted({c["alpha"] for c in configs if c["d"] == d}) for d in dict.fromkeys(c["d"] for c in configs)}
     with jax.enable_x64(s.dtype == "float64"):
         ts = online.log_times(s.t_max, s.n_times, t_min=s.t_min)
-        compared = online.theory_vs_simulation(
-            [(c["d"], c["alpha"]) for c in configs], ts, hidden=s.hidden, eta=s.eta, seeds=s.seeds, n_test=s.n_test,
-            teachers=s.teachers, seed=s.seed, redraw_above=0.01 if s.redraw_student else None, fixed_test=s.fixed_test,
-            dtype=jnp.dtype(s.dtype))
-        ts = np.asarray(ts)
+        found = {d: compare_at(d, alphas, ts, s, out) for d, alphas in by_d.items()}
+        compared, ts = [found[c["d"]][c["alpha"]] for c in configs], np.asarray(ts)
     rows = [{**config, **online.summarise(ts, c)} for config, c in zip(configs, compared)]
     worst = max(rows, key=lambda c: c["max_rel_gap"])
     results = {"settings": dataclasses.asdict(s), "ts": ts, "teachers_per_alpha": s.teachers, "configurations": rows,

@@ -260,70 +260,137 @@ def solve_ode(
 
 class Simulation(NamedTuple):
     steps: jax.Array  # (n,) sample index nu of each measurement
-    eps_g: jax.Array  # (n,) test error on fresh samples
-    xi_hat: jax.Array  # (d, p) final student patterns
+    eps_g: jax.Array  # (n,) test error; (runs, n) for a group of simulate_runs
+    xi_hat: jax.Array  # (d, p) final student patterns; (runs, d, p) for a group
 
 
 def simulate_sgd(
     key: jax.Array, teacher: Committee, student: Committee, eta: float | jax.Array,
-    save_steps: jax.Array, *, n_test: int = 10_000, block: int = 256, test_key: jax.Array | None = None,
+    save_steps: jax.Array, *, n_test: int = 10_000, block: int = 256, chunk: int = 32, test_key: jax.Array | None = None,
 ) -> Simulation:
-    """Online SGD on the student's ``xi_hat``, one fresh sample per step, as ``lax.scan``.
+    """Online SGD on the student's ``xi_hat``, one fresh sample per step: one run of
+    :func:`simulate_runs` (the arguments are the same, for a single teacher-student pair)."""
+    expand = lambda c: jax.tree.map(lambda a: a[None], c)
+    (out,) = simulate_runs(key, [(expand(teacher), expand(student))], eta, save_steps, n_test=n_test, block=block,
+                           chunk=chunk, test_key=test_key)
+    return Simulation(out.steps, out.eps_g[0], out.xi_hat[0])
+
+
+class _SideBySide(NamedTuple):
+    """Runs whose modes sit side by side: the patterns of every run are one ``(d, P)`` matrix,
+    the modes of group ``c`` (``runs_c`` runs of ``p_c`` modes) one slice of its columns."""
+
+    w_teacher: jax.Array  # (all runs x k, d), over sqrt d
+    couplings: list[jax.Array]  # per group (runs, m, p): lambda = coupling @ xi_hat^T x
+    runs: list[int]
+    modes: list[int]
+    eta: jax.Array
+
+    @classmethod
+    def of(cls, groups, eta) -> "_SideBySide":
+        d = groups[0][1].xi_hat.shape[1]
+        w_teacher = jnp.concatenate([jax.vmap(Committee.weights)(t).reshape(-1, d) for t, _ in groups]) / math.sqrt(d)
+        couplings = [s.xi * s.sigma[:, None, :] / math.sqrt(d) for _, s in groups]
+        return cls(w_teacher, couplings, [c.shape[0] for c in couplings], [c.shape[2] for c in couplings],
+                   jnp.asarray(eta, w_teacher.dtype))
+
+    def slices(self):
+        edges = np.cumsum([0] + [r * p for r, p in zip(self.runs, self.modes)])
+        return zip(edges[:-1], edges[1:], self.runs, self.modes)
+
+    def labels(self, x: jax.Array) -> jax.Array:
+        """Teacher outputs, ``(n, all runs)``."""
+        return jnp.mean(g(x @ self.w_teacher.T).reshape(x.shape[0], sum(self.runs), -1), axis=2)
+
+    def fields(self, h: jax.Array) -> list[jax.Array]:
+        """``h = xi_hat^T x`` side by side ``(..., P)`` -> the fields of each group ``(..., runs, m)``."""
+        return [jnp.einsum("...rp,rmp->...rm", h[..., lo:hi].reshape(*h.shape[:-1], r, p), c)
+                for (lo, hi, r, p), c in zip(self.slices(), self.couplings)]
+
+    def chunk_step(self, xi_hat: jax.Array, inputs) -> tuple[jax.Array, None]:
+        """SGD on the samples of one chunk, one at a time, touching ``chunk x P`` numbers per
+        sample: with ``H = X xi_hat`` and ``G = X X^T``, the field of sample ``i`` after the
+        updates ``xi_hat -= x_j u_j^T`` of the samples ``j < i`` is ``H_i - sum_j G_ij u_j``;
+        the patterns are updated once, ``xi_hat -= X^T U``. Inactive samples take no step."""
+        x, y, active = inputs  # (chunk, d), (chunk, all runs), (chunk,)
+        h0, gram = x @ xi_hat, x @ x.T
+        m = self.couplings[0].shape[1]
+
+        def sample(i, u):  # u: (chunk, P), the steps of the samples before i (zero after)
+            lambdas = self.fields(h0[i] - gram[i] @ u)
+            errors = jnp.concatenate([jnp.mean(g(lam), axis=1) for lam in lambdas]) - y[i]
+            step = jnp.concatenate([jnp.einsum("rm,rmp->rp", e[:, None] * g_prime(lam), c).reshape(-1) for lam, e, c in
+                                    zip(lambdas, jnp.split(errors, np.cumsum(self.runs)[:-1]), self.couplings)])
+            return u.at[i].set(jnp.where(active[i], (self.eta / m) * step, 0.0))
+
+        u = jax.lax.fori_loop(0, x.shape[0], sample, jnp.zeros((x.shape[0], xi_hat.shape[1]), xi_hat.dtype), unroll=True)
+        return xi_hat - x.T @ u, None
+
+    def test_error(self, xi_hat: jax.Array, x: jax.Array, y: jax.Array) -> jax.Array:
+        """``eps_g`` of every run on inputs ``x`` with teacher outputs ``y``."""
+        weights = jnp.concatenate([w.reshape(x.shape[1], -1) for w in self.fields(xi_hat)], axis=1)  # (d, runs m)
+        y_hat = jnp.mean(g(x @ weights).reshape(x.shape[0], sum(self.runs), -1), axis=2)
+        return 0.5 * jnp.mean((y_hat - y) ** 2, axis=0)
+
+
+def simulate_runs(
+    key: jax.Array, groups, eta: float | jax.Array, save_steps: jax.Array, *,
+    n_test: int = 10_000, block: int = 256, chunk: int = 32, test_key: jax.Array | None = None,
+) -> list[Simulation]:
+    """Online SGD of many teacher-student runs that see one stream of inputs (common random numbers).
+
+    Each run learns its student's ``xi_hat`` by SGD on its own teacher's labels of the shared
+    samples ``x_nu ~ N(0, I_d)``, so the runs of one call are correlated only through the
+    inputs. Drawing the inputs once for all runs, and taking ``chunk`` samples at once
+    (:meth:`_SideBySide.chunk_step`: exactly one-sample-at-a-time SGD), make a step cost
+    about its arithmetic. Samples are drawn ``block`` at a time; the stream of sample ``nu``
+    depends only on ``(key, nu // block)``, whatever the saves or the runs.
 
     Args:
-      key: randomness of the training and test samples.
-      teacher, student: the committees (the student's ``xi``, ``sigma`` are the teacher's).
+      key: randomness of the training samples (and of fresh test samples).
+      groups: ``(teachers, students)`` pairs of :class:`Committee` with a leading run axis,
+        one pair per mode count (the students' ``xi``, ``sigma`` are their teachers'); every
+        run has the same ``d`` and ``m = k``.
       eta: learning rate.
-      save_steps: increasing sample counts ``nu`` at which ``eps_g`` is measured on
-        ``n_test`` fresh samples (``t = nu / d``).
+      save_steps: increasing sample counts ``nu`` at which ``eps_g`` is measured (``t = nu / d``).
       n_test: test samples per measurement.
-      block: samples are drawn ``block`` at a time (cheaper than one draw per step); the
-        stream of sample ``nu`` depends only on ``(key, nu // block)``, whatever the saves.
+      block, chunk: samples drawn, and taken, at once (``chunk`` divides ``block``).
       test_key: measure every ``eps_g`` on one fixed set of ``n_test`` samples drawn from it
-        (the authors' protocol; shared by every run given the same key) instead of fresh ones.
-    """
-    d = teacher.xi_hat.shape[0]
-    dtype = teacher.xi_hat.dtype
-    eta = jnp.asarray(eta, dtype)
-    k_train, k_test = jax.random.split(key)
-    w_teacher = teacher.weights()
-    coupling = student.xi * student.sigma  # (m, p): lambda = coupling @ (xi_hat^T x) / sqrt d
-    m = coupling.shape[0]
-    root_d = math.sqrt(d)
+        (the authors' protocol), else on fresh samples at each measurement.
 
-    def sample_step(xi_hat, x):
-        lam = coupling @ (xi_hat.T @ x) / root_d
-        error = jnp.mean(g(lam)) - jnp.mean(g(w_teacher @ x / root_d))
-        delta = error * g_prime(lam) / m
-        return xi_hat - (eta / root_d) * jnp.outer(x, student.sigma * (student.xi.T @ delta))
+    Returns:
+      One :class:`Simulation` per group: ``eps_g`` (runs, n) and ``xi_hat`` (runs, d, p).
+    """
+    if block % chunk:
+        raise ValueError(f"chunk = {chunk} must divide block = {block}")
+    runs, (d, dtype) = _SideBySide.of(groups, eta), (groups[0][1].xi_hat.shape[1], groups[0][1].xi_hat.dtype)
+    k_train, k_test = jax.random.split(key)
 
     def run_to(xi_hat, start, stop):
-        """Samples ``start .. stop - 1``, drawn one block at a time."""
+        """Samples ``start .. stop - 1``; a block cut by a save is taken twice, each time masked."""
 
         def per_block(b, xi_hat):
-            x_block = jax.random.normal(jax.random.fold_in(k_train, b), (block, d), dtype)
-            lo = jnp.maximum(start, b * block) - b * block
-            hi = jnp.minimum(stop, (b + 1) * block) - b * block
-            return jax.lax.fori_loop(lo, hi, lambda i, xh: sample_step(xh, x_block[i]), xi_hat)
+            x = jax.random.normal(jax.random.fold_in(k_train, b), (block, d), dtype)
+            index = b * block + jnp.arange(block)
+            split = lambda a: a.reshape(block // chunk, chunk, *a.shape[1:])
+            return jax.lax.scan(runs.chunk_step, xi_hat, (split(x), split(runs.labels(x)), split((index >= start) & (index < stop))))[0]
 
         return jax.lax.fori_loop(start // block, (stop + block - 1) // block, per_block, xi_hat)
 
-    def test_error(xi_hat, index):
-        x = jax.random.normal(jax.random.fold_in(k_test, index) if test_key is None else test_key, (n_test, d), dtype)
-        y_hat = jnp.mean(g(x @ xi_hat @ coupling.T / root_d), axis=1)
-        y = jnp.mean(g(x @ w_teacher.T / root_d), axis=1)
-        return 0.5 * jnp.mean((y_hat - y) ** 2)
+    fixed = None if test_key is None else jax.random.normal(test_key, (n_test, d), dtype)
+    fixed_labels = None if fixed is None else runs.labels(fixed)  # once
 
     def interval(carry, index):
         xi_hat, start = carry
-        stop = save_steps[index]
-        xi_hat = run_to(xi_hat, start, stop)
-        return (xi_hat, stop), test_error(xi_hat, index)
+        xi_hat = run_to(xi_hat, start, save_steps[index])
+        x = jax.random.normal(jax.random.fold_in(k_test, index), (n_test, d), dtype) if fixed is None else fixed
+        return (xi_hat, save_steps[index]), runs.test_error(xi_hat, x, runs.labels(x) if fixed is None else fixed_labels)
 
-    (xi_hat, _), eps = jax.lax.scan(
-        interval, (student.xi_hat, jnp.zeros((), save_steps.dtype)), jnp.arange(len(save_steps))
-    )
-    return Simulation(save_steps, eps, xi_hat)
+    xi_hat0 = jnp.concatenate([jnp.swapaxes(s.xi_hat, 0, 1).reshape(d, -1) for _, s in groups], axis=1)  # (d, P)
+    (xi_hat, _), eps = jax.lax.scan(interval, (xi_hat0, jnp.zeros((), save_steps.dtype)), jnp.arange(len(save_steps)))
+    eps_groups = jnp.split(eps.T, np.cumsum(runs.runs)[:-1])
+    patterns = [jnp.swapaxes(xi_hat[:, lo:hi].reshape(d, r, p), 0, 1) for lo, hi, r, p in runs.slices()]
+    return [Simulation(save_steps, e, x) for e, x in zip(eps_groups, patterns)]
 
 
 class TheoryVsSimulation(NamedTuple):
@@ -336,62 +403,104 @@ class TheoryVsSimulation(NamedTuple):
     ode_steps: np.ndarray  # (teachers,) adaptive solver steps
 
 
-def _shard_seeds(keys: jax.Array) -> jax.Array:
-    """``keys`` (teachers, seeds, 2) spread over the local devices along the seed axis when
-    they divide it, as they are otherwise. With one CPU device per core each core simulates
-    its share of the independent runs (1.36x for 5 teachers x 8 seeds on 2 cores); the numbers
-    are those of one device up to rounding, which a long run can amplify late in learning."""
+def _shard_seeds(keys: jax.Array, axis: int = 0) -> jax.Array:
+    """``keys`` spread over the local devices along their seed ``axis`` when the devices divide
+    it, as they are otherwise. With one CPU device per core each core simulates its share of
+    the independent runs (1.4x for 8 seeds on 2 cores); the numbers are those of one device up
+    to rounding, which a long run can amplify late in learning."""
     devices = jax.local_devices()
-    if len(devices) < 2 or keys.shape[1] % len(devices):
+    if len(devices) < 2 or keys.shape[axis] % len(devices):
         return keys
     mesh = jax.sharding.Mesh(np.asarray(devices), ("seeds",))
-    return jax.device_put(keys, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(None, "seeds")))
+    spec = jax.sharding.PartitionSpec(*[None] * axis, "seeds")
+    return jax.device_put(keys, jax.sharding.NamedSharding(mesh, spec))
+
+
+def solve_each(op0: OrderParameters, A: jax.Array, eta: float, ts: jax.Array, **solve_kwargs) -> OdeSolution:
+    """:func:`solve_ode` for each of a batch of initial conditions (leading axis), one at a time
+    through one compiled solve, spread round-robin over the local devices (one CPU device per
+    core solves its share in parallel). A vmapped adaptive solve would advance every member in
+    lockstep at the pace of the stiffest, costing the batch size times its steps."""
+    solve = jax.jit(lambda op0, a: solve_ode(op0, a, eta, ts, **solve_kwargs))
+    devices = jax.local_devices()
+    solutions = [solve(*jax.device_put(jax.tree.map(lambda x: x[i], (op0, A)), devices[i % len(devices)]))
+                 for i in range(A.shape[0])]  # dispatched asynchronously, gathered below
+    return jax.tree.map(lambda *leaves: jnp.stack([jax.device_get(x) for x in leaves]), *solutions)
+
+
+def teacher_student_groups(
+    configurations: list[tuple[int, float]], *, hidden: int, teachers: int, seed: int = 0,
+    redraw_above: float | None = None, dtype=None,
+) -> dict[tuple[int, float], tuple[int, Committee, Committee]]:
+    """``(p, teachers, students)`` of each distinct ``(d, alpha)``, stacked over ``teachers``:
+    teacher ``j`` and its initial student come from ``fold_in(fold_in(PRNGKey(seed), d), j)``
+    with nested draws, so at one ``d`` every mode load shares its first modes."""
+    stack = lambda items: jax.tree.map(lambda *leaves: jnp.stack(leaves), *items)
+    setups = {}
+    for d, alpha in dict.fromkeys((int(d), float(alpha)) for d, alpha in configurations):
+        p = modes_for_load(alpha, d)
+        pairs = [init_teacher_student(jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(seed), d), j), d, p, hidden,
+                                      dtype=dtype, nested=True, redraw_above=redraw_above) for j in range(teachers)]
+        setups[d, alpha] = (p, stack([t for t, _ in pairs]), stack([s for _, s in pairs]))
+    return setups
 
 
 def theory_vs_simulation(
     configurations: list[tuple[int, float]], ts: jax.Array, *, hidden: int, eta: float, seeds: int, n_test: int,
-    teachers: int = 1, seed: int = 0, redraw_above: float | None = None, fixed_test: bool = False, dtype=None,
+    teachers: int = 1, seed: int = 0, redraw_above: float | None = None, fixed_test: bool = False,
+    common_inputs: bool = True, solver: str = "tsit5", dtype=None,
 ) -> list[TheoryVsSimulation]:
     """The mean-field ODE against online SGD for each ``(d, alpha)`` of ``configurations``.
 
-    Teacher ``j`` of input dimension ``d`` and its initial student come from
-    ``fold_in(fold_in(PRNGKey(seed), d), j)`` with nested draws (:func:`init_teacher_student`),
-    so at one ``d`` every mode load shares its first modes. Its ``seeds`` SGD runs come from
-    ``split(fold_in(fold_in(PRNGKey(seed + 1), d), j), seeds)``, each measured on fresh test
-    samples, or with ``fixed_test`` on one set per teacher. The ODE starts from the
-    simulation's own initial order parameters. All ODEs live in the same ``(m x m, m x k)``
-    space: one vmapped solve; each configuration's simulations are one vmapped program over
-    teachers and seeds, measured at ``nu = round(t d)``. A configuration listed twice (one
-    point of both panels) is computed once.
+    Teachers and initial students come from :func:`teacher_student_groups`. The ODE starts from the
+    simulation's own initial order parameters, integrated by ``solver`` (:func:`solve_each`).
+    The simulations at one ``d`` are one program
+    (:func:`simulate_runs`), measured at ``nu = round(t d)``:
+
+    * ``common_inputs`` (default): seed ``s`` is one input stream,
+      ``split(fold_in(PRNGKey(seed + 1), d), seeds)[s]``, that every teacher and mode load at
+      ``d`` learns from (common random numbers: runs of one seed differ only by their
+      teacher and modes); ``fixed_test`` measures all of them on one set drawn from
+      ``fold_in(fold_in(PRNGKey(seed + 1), d), seeds)``, as the authors use one set.
+    * otherwise every teacher has its own streams, ``split(fold_in(base, j), seeds)``, and
+      with ``fixed_test`` its own test set, drawn from ``fold_in(fold_in(base, j), seeds)``
+      (``base = fold_in(PRNGKey(seed + 1), d)``).
+
+    A configuration listed twice (one point of both panels) is computed once.
     """
-    stack = lambda items: jax.tree.map(lambda *leaves: jnp.stack(leaves), *items)
-    unique = list(dict.fromkeys((int(d), float(alpha)) for d, alpha in configurations))
-    setups = []
-    for d, alpha in unique:
-        p = modes_for_load(alpha, d)
-        pairs = [init_teacher_student(jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(seed), d), j), d, p, hidden,
-                                      dtype=dtype, nested=True, redraw_above=redraw_above) for j in range(teachers)]
-        setups.append((d, p, stack([t for t, _ in pairs]), stack([s for _, s in pairs])))
-    ops = [jax.vmap(lambda t, s: order_parameters(s.weights(), t.weights()))(t, s) for _, _, t, s in setups]
-    couplings = [jax.vmap(mode_coupling)(s) for _, _, _, s in setups]
-    theory = jax.jit(jax.vmap(lambda op0, a: solve_ode(op0, a, eta, ts)))(
-        jax.tree.map(lambda *a: jnp.concatenate(a), *ops), jnp.concatenate(couplings))
-    out = []
-    for index, (d, p, teacher, student) in enumerate(setups):
+    setups = teacher_student_groups(configurations, hidden=hidden, teachers=teachers, seed=seed, redraw_above=redraw_above,
+                                    dtype=dtype)
+    unique = list(setups)
+    ops = [jax.vmap(lambda t, s: order_parameters(s.weights(), t.weights()))(t, s) for _, t, s in setups.values()]
+    couplings = [jax.vmap(mode_coupling)(s) for _, _, s in setups.values()]
+    theory = solve_each(jax.tree.map(lambda *a: jnp.concatenate(a), *ops), jnp.concatenate(couplings), eta, ts, solver=solver)
+    eps_sim = {}
+    for d in dict.fromkeys(d for d, _ in unique):
+        at_d = [c for c in unique if c[0] == d]
+        groups = [setups[c][1:] for c in at_d]
         base = jax.random.fold_in(jax.random.PRNGKey(seed + 1), d)
-        keys = jnp.stack([jax.random.split(jax.random.fold_in(base, j), seeds) for j in range(teachers)])
-        test_keys = jnp.stack([jax.random.fold_in(jax.random.fold_in(base, j), seeds) for j in range(teachers)])  # after the seeds
         steps = jnp.round(ts * d).astype(jnp.int32)
 
-        def one(key, t, s, test_key):
-            return simulate_sgd(key, t, s, eta, steps, n_test=n_test, test_key=test_key if fixed_test else None).eps_g
+        def simulate(key, groups, test_key):
+            return [o.eps_g for o in simulate_runs(key, groups, eta, steps, n_test=n_test, test_key=test_key if fixed_test else None)]
 
-        simulate = jax.jit(jax.vmap(jax.vmap(one, in_axes=(0, None, None, None))))
+        if common_inputs:
+            per_seed = jax.jit(jax.vmap(simulate, in_axes=(0, None, None)))
+            out = per_seed(_shard_seeds(jax.random.split(base, seeds)), groups, jax.random.fold_in(base, seeds))
+            eps = [np.swapaxes(np.asarray(e), 0, 1) for e in out]  # (teachers, seeds, T)
+        else:
+            alone = lambda key, groups, test_key: simulate(key, jax.tree.map(lambda a: a[None], groups), test_key)
+            per_teacher = jax.jit(jax.vmap(jax.vmap(alone, in_axes=(0, None, None))))
+            keys = jnp.stack([jax.random.split(jax.random.fold_in(base, j), seeds) for j in range(teachers)])
+            test_keys = jnp.stack([jax.random.fold_in(jax.random.fold_in(base, j), seeds) for j in range(teachers)])
+            eps = [np.asarray(e)[:, :, 0] for e in per_teacher(_shard_seeds(keys, 1), groups, test_keys)]
+        eps_sim.update(zip(at_d, eps))
+    out = {}
+    for index, c in enumerate(setups):
         rows = slice(index * teachers, (index + 1) * teachers)
-        out.append(TheoryVsSimulation(p, np.asarray(theory.eps_g[rows]), np.asarray(simulate(_shard_seeds(keys), teacher, student, test_keys)),
-                                      np.asarray(theory.M[rows, -1]), np.asarray(theory.num_steps[rows])))
-    by_configuration = dict(zip(unique, out))
-    return [by_configuration[int(d), float(alpha)] for d, alpha in configurations]
+        out[c] = TheoryVsSimulation(setups[c][0], np.asarray(theory.eps_g[rows]), eps_sim[c], np.asarray(theory.M[rows, -1]),
+                                    np.asarray(theory.num_steps[rows]))
+    return [out[int(d), float(alpha)] for d, alpha in configurations]
 
 
 def summarise(ts: jax.Array, compared: TheoryVsSimulation) -> dict:

@@ -17,11 +17,15 @@ def _x64():
         yield
 
 
-def test_fig4_tiny(tmp_path):
+def test_fig4_tiny(tmp_path, capsys):
     settings = fig4.Fig4Settings(panel_a_d=(40, 60), panel_b_d=60, panel_b_alpha=(0.5, 1.0), t_max=30.0,
                                  n_times=8, seeds=2, n_test=1000)
     results = fig4.run(settings, tmp_path)
-    assert {p.name for p in tmp_path.iterdir()} >= {"fig4.png", "fig4.pdf", "results.json", "config.json"}
+    assert {p.name for p in tmp_path.iterdir()} >= {"fig4.png", "fig4.pdf", "results.json", "config.json", "d40.npz", "d60.npz"}
+    capsys.readouterr()
+    again = fig4.run(settings, tmp_path, plot=False)  # as a resumed run: every dimension is read back, not recomputed
+    assert capsys.readouterr().out.count("reusing") == 2
+    assert again["configurations"][3]["eps_sim_mean"].tolist() == results["configurations"][3]["eps_sim_mean"].tolist()
     saved = json.loads((tmp_path / "results.json").read_text())
     assert len(saved["configurations"]) == 4
     assert saved["max_rel_gap_theory_vs_simulation"] == results["max_rel_gap_theory_vs_simulation"]

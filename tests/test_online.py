@@ -125,6 +125,35 @@ def test_theory_matches_simulation_at_moderate_d():
     assert float(theory.eps_g[-1]) < 0.1 * float(theory.eps_g[0])  # it learned
 
 
+def test_chunked_sgd_is_one_sample_at_a_time_sgd_and_runs_share_inputs():
+    """The chunked update (Gram matrix of each chunk) against plain SGD, one sample at a time, on
+    the same input stream; saves that cut blocks and chunks; runs side by side against alone."""
+    d, k, block, chunk = 20, 4, 64, 16
+    teacher, student = online.init_teacher_student(jax.random.PRNGKey(5), d, 3, k, dtype=jnp.float64)
+    key, steps = jax.random.PRNGKey(6), jnp.asarray([0, 37, 300], jnp.int32)
+    sim = online.simulate_sgd(key, teacher, student, 5.0, steps, n_test=50, block=block, chunk=chunk)
+    xi, sigma, w_star = np.asarray(student.xi), np.asarray(student.sigma), np.asarray(teacher.weights())
+    xi_hat, k_train = np.asarray(student.xi_hat).copy(), jax.random.split(key)[0]
+    for nu in range(300):
+        x = np.asarray(jax.random.normal(jax.random.fold_in(k_train, nu // block), (block, d), jnp.float64))[nu % block]
+        lam = (xi * sigma) @ (xi_hat.T @ x) / np.sqrt(d)
+        error = np.mean(online.g(lam)) - np.mean(online.g(w_star @ x / np.sqrt(d)))
+        delta = error * np.asarray(online.g_prime(lam)) / k
+        xi_hat -= 5.0 / np.sqrt(d) * np.outer(x, sigma * (xi.T @ delta))
+    np.testing.assert_allclose(sim.xi_hat, xi_hat, atol=1e-12)
+    pairs = [online.init_teacher_student(jax.random.PRNGKey(j), d, p, k, dtype=jnp.float64) for j, p in ((1, 2), (2, 2), (3, 5))]
+    stack = lambda items: jax.tree.map(lambda *a: jnp.stack(a), *items)
+    groups = [(stack([t for t, _ in pairs[:2]]), stack([s for _, s in pairs[:2]])), jax.tree.map(lambda a: a[None], pairs[2])]
+    together = online.simulate_runs(key, groups, 5.0, steps, n_test=50, block=block, chunk=chunk, test_key=key)
+    alone = [online.simulate_sgd(key, t, s, 5.0, steps, n_test=50, block=block, chunk=chunk, test_key=key) for t, s in pairs]
+    assert [g.eps_g.shape for g in together] == [(2, 3), (1, 3)] and together[1].xi_hat.shape == (1, d, 5)
+    for (group, run), one in zip([(0, 0), (0, 1), (1, 0)], alone):
+        np.testing.assert_allclose(together[group].xi_hat[run], one.xi_hat, atol=1e-12)
+        np.testing.assert_allclose(together[group].eps_g[run], one.eps_g, rtol=1e-10)
+    with pytest.raises(ValueError, match="chunk = 24 must divide block = 64"):
+        online.simulate_sgd(key, teacher, student, 5.0, steps, block=block, chunk=24)
+
+
 def test_gradient_through_the_solve_matches_finite_differences():
     _, _, op0, a = _setup(d=50, alpha=2.0, k=4)
     ts = online.log_times(40.0, 8)
@@ -193,17 +222,21 @@ jax.config.update("jax_enable_x64", True)
 import numpy as np
 from mdl_jax import _online, online
 ts = online.log_times(20.0, 6)
-run = lambda: online.theory_vs_simulation([(40, 1.0)], ts, hidden=4, eta=5.0, seeds=4, n_test=500, teachers=2)[0].eps_sim
-sharded = run()
-spread = len(_online._shard_seeds(jax.numpy.zeros((2, 4, 2), jax.numpy.uint32)).sharding.device_set)
-_online._shard_seeds = lambda keys: keys
-alone = run()
-print(json.dumps({"devices": spread, "max_rel_diff": float(np.max(np.abs(sharded - alone) / np.abs(alone)))}))
+run = lambda common: np.stack([c.eps_sim for c in online.theory_vs_simulation(
+    [(40, 1.0), (40, 2.0)], ts, hidden=4, eta=5.0, seeds=4, n_test=500, teachers=2, common_inputs=common)])
+sharded = [run(True), run(False)]
+spread = len(_online._shard_seeds(jax.numpy.zeros((4, 2), jax.numpy.uint32)).sharding.device_set)
+_online._shard_seeds = lambda keys, axis=0: keys
+alone = [run(True), run(False)]
+print(json.dumps({"devices": spread, "max_rel_diff": max(float(np.max(np.abs(a - b) / np.abs(b))) for a, b in zip(sharded, alone)),
+                  "shapes": [a.shape for a in alone], "modes_differ": bool(np.all(alone[0][0] != alone[0][1])),
+                  "common_differs": bool(np.all(alone[0][:, :, :, 1:] != alone[1][:, :, :, 1:]))}))
 """
 
 
 def test_simulation_sharded_over_cpu_devices_matches_one_device():
-    """Two CPU devices (a subprocess: the device count is fixed at start-up) share the seeds."""
+    """Two CPU devices (a subprocess: the device count is fixed at start-up) share the seeds, with
+    inputs common to every teacher and mode load at one d and with a stream per teacher."""
     import json, os, subprocess, sys
 
     result = subprocess.run([sys.executable, "-c", SHARDED_SIMULATION], capture_output=True, text=True, timeout=600,
@@ -211,3 +244,4 @@ def test_simulation_sharded_over_cpu_devices_matches_one_device():
     assert result.returncode == 0, result.stderr[-3000:]
     out = json.loads(result.stdout.strip().splitlines()[-1])
     assert out["devices"] == 2 and out["max_rel_diff"] < 1e-9
+    assert out["shapes"] == [[2, 2, 4, 6]] * 2 and out["modes_differ"] and out["common_differs"]
