@@ -24,26 +24,16 @@ import numpy as np
 import mdl_jax
 from mdl_jax import binary, landscape
 from experiments import common
-from experiments.configs.effective_model import FITS, QUICK, EffectiveModelSettings
-
-PARTS = {"LB": slice(0, 300), "ITR": slice(300, 525), "RB": slice(525, 675), "FULL": slice(0, 675)}
-LANDSCAPE_BP = {"bp": {"damping": 0.0, "tol": 1e-6, "max_sweeps": 3000, "restart": True},  # the authors', for their fit
-                "mcmc": {"damping": 0.5, "tol": 1e-4, "max_sweeps": 1000}}  # undamped BP does not converge on this fit
-NOTES_MEAN_ABS = {"J": {"LB": 0.0095, "ITR": 0.0040, "RB": 0.016}, "h": {"LB": 0.047, "ITR": 0.007, "RB": 0.089}}  # notes, section 4
+from experiments.configs.effective_model import FITS, NOTES_MEAN_ABS, PARTS, QUICK, EffectiveModelSettings
 
 
-def _fit_and_sweep(spins, data, method: str, s: EffectiveModelSettings, key, references: int, check_references: int) -> dict:
+def _fit_and_examine(spins, data, method: str, s: EffectiveModelSettings, key, shallow: bool) -> dict:
     """Fits the Ising model to ``spins`` by ``method`` and examines it."""
     k_fit, k_examine = jax.random.split(key)
-    if method == "bp":  # the authors' procedure
-        fit = landscape.boltzmann_learning(spins, iterations=s.bm_iterations, damping=0.0, criterion="mean", restart=k_fit,
-                                           burn_in=s.bm_burn_in, start=s.bp_start)
-    else:
-        fit = landscape.boltzmann_learning_mcmc(spins, k_fit, iterations=s.mcmc_iterations, chains=s.mcmc_chains)
-    return {"fit": method, "rms_moment_error": float(fit.rms_error), **landscape.examine(
-        fit.model, spins, data, k_examine, references=references, field_step=s.field_step, verify_chains=s.verify_chains,
-        verify_sweeps=s.verify_sweeps, check_references=check_references, check_chains=s.check_chains,
-        check_sweeps=s.check_sweeps, bp=LANDSCAPE_BP[method])}
+    fit = (landscape.boltzmann_learning(spins, restart=k_fit, **s.fit_options(method)) if method == "bp"
+           else landscape.boltzmann_learning_mcmc(spins, k_fit, **s.fit_options(method)))
+    return {"fit": method, "rms_moment_error": float(fit.rms_error),
+            **landscape.examine(fit.model, spins, data, k_examine, **s.examine_options(method, shallow))}
 
 
 def _samples(name: str, widths, n_train, epochs: int, threshold: float, pca, scoring, s: EffectiveModelSettings, out: Path) -> dict:
@@ -68,22 +58,19 @@ def run(settings: EffectiveModelSettings, data: mdl_jax.Dataset, out: Path, *, p
     start, s = time.perf_counter(), settings
     pca = binary.pca_project(data)
     scoring = pca._replace(test_images=pca.test_images[: s.score_images], test_labels=pca.test_labels[: s.score_images])
-    cases = {"under": ((20, 15, 15, 10), None, s.epochs_under, s.threshold_under),
-             "over": ((20, 15, 15, 10), 500, s.epochs_over, s.threshold_over),
-             "shallow": ((20, 10), None, s.epochs_shallow, s.threshold_shallow)}
     results: dict = {"settings": dataclasses.asdict(s), "cases": {}}
-    for c, (name, (widths, n_train, epochs, threshold)) in enumerate(cases.items()):
+    for c, (name, (widths, n_train, epochs, threshold)) in enumerate(s.cases().items()):
         drawn = _samples(name, widths, n_train, epochs, threshold, pca, scoring, s, out)
         samples = drawn["samples"]
         case = results["cases"][name] = {"network_accuracy": drawn["network_accuracy"],
                                          "sample_accuracy_mean": float(drawn["accuracy"].mean()), "kept_samples": len(samples)}
         if name != "shallow" and s.hidden_permutations:
             samples = binary.permute_hidden_units(samples, widths, jax.random.PRNGKey(100 + c), copies=s.hidden_permutations)
-        references = (s.shallow_references, s.shallow_check_references) if name == "shallow" else (s.references, s.check_references)
         for p, part in enumerate(["FULL"] if name == "shallow" else PARTS):
             tic, spins = time.perf_counter(), jnp.asarray(samples[:, PARTS[part]], jnp.float32)  # shallow: FULL is every column
             data = landscape.connected_moments(spins)  # once for both fits, on the same references
-            fits = [_fit_and_sweep(spins, data, m, s, jax.random.PRNGKey(1000 * c + p), *references) for m in (s.fit, s.compare) if m in FITS]
+            fits = [_fit_and_examine(spins, data, m, s, jax.random.PRNGKey(1000 * c + p), name == "shallow")
+                    for m in (s.fit, s.compare) if m in FITS]
             print(f"{name} {part}: {time.perf_counter() - tic:.0f} s; " + "; ".join(
                 f"{f['fit']}: max s {f['max_entropy']:.3f}, BP jump {f['max_distance_jump']:.3f} loop {f['hysteresis']:.3f}, "
                 f"chains loop {f.get('metropolis_hysteresis', np.nan):.3f}" for f in fits), flush=True)
@@ -113,14 +100,11 @@ def draw(results: dict):
             ax.plot(fit["curves"][0]["d"], fit["curves"][0]["s"], ".", ms=3, color=color, label=f"{part} (max {fit['max_entropy']:.3f})")
         ax.plot(d, landscape.entropy_bound(d), "--", color="gray", label="bound")
         ax.set(xlabel="distance d", ylabel="s(d)", title=f"deep 20-15-15-10, {case}-parametrised ({fit['fit']} fit)", xlim=(0, 0.55))
-    for j, part in enumerate(("LB", "ITR", "RB")):  # |J| and |h|, under-parametrised: 5-25-50-75-95 % quantiles; notes' means
-        for k, (stat, marker) in enumerate((("J", "o"), ("h", "s"))):
-            q, x = np.asarray(results["cases"]["under"][part][f"abs_{stat}_quantiles"]), j + 0.2 * (2 * k - 1)
-            axes[2].plot([x, x], [q[0], q[4]], "-", color=colors[part], lw=1)
-            axes[2].plot([x, x], [q[1], q[3]], "-", color=colors[part], lw=5, alpha=0.5)
-            axes[2].plot(x, q[2], marker, color=colors[part], mfc="white", label=f"|{stat}|" if j == 0 else None)
-            axes[2].plot(x, NOTES_MEAN_ABS[stat][part], "*", color="gray", label="notes, mean" if j == k == 0 else None)
-    axes[2].set(yscale="log", xticks=range(3), xticklabels=["LB", "ITR", "RB"], ylabel="|J| (o), |h| (s)", title="couplings and fields, under")
+    boxes = [(part, stat, results["cases"]["under"][part][f"abs_{stat}_quantiles"]) for part in ("LB", "ITR", "RB") for stat in "Jh"]
+    axes[2].bxp([{"whislo": q[0], "q1": q[1], "med": q[2], "q3": q[3], "whishi": q[4], "label": f"{part} |{stat}|"} for part, stat, q in boxes],
+                showfliers=False)  # under-parametrised: 5-25-50-75-95 % quantiles; the notes' means
+    axes[2].plot(range(1, 7), [NOTES_MEAN_ABS[stat][part] for part, stat, _ in boxes], "*", color="gray", label="notes, mean")
+    axes[2].set(yscale="log", ylabel="|J|, |h|", title="couplings and fields, under")
     shallow = results["cases"]["shallow"]["FULL"]  # the lowest-energy reference, by BP and by chains, for both fits
     for fit, color in zip((shallow, shallow.get("comparison")), ("tab:blue", "tab:orange")):
         for curves, (down, up), how in (("curves", ("-", "--"), "BP"), ("metropolis_curves", (".", "x"), "chains")):

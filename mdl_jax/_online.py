@@ -22,13 +22,15 @@ with Gaussian expectations over fields of covariance ``[[Q, M], [M^T, P]]`` in c
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import ClassVar, NamedTuple
 
 import diffrax
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.flatten_util import ravel_pytree
 
 
 def g(u: jax.Array) -> jax.Array:
@@ -207,9 +209,58 @@ def log_times(t_max: float, n: int, *, t_min: float = 0.1) -> jax.Array:
     return jnp.concatenate([jnp.zeros(1), jnp.logspace(math.log10(t_min), math.log10(t_max), n - 1)])
 
 
+class Rosenbrock23(diffrax.AbstractAdaptiveSolver):
+    """The modified Rosenbrock triple of MATLAB's ``ode23s`` (Shampine & Reichelt, SIAM J. Sci.
+    Comput. 18, 1997): second order, with a third-order error estimate, L-stable, and linearly
+    implicit: each step solves three systems with one LU factorisation of ``I - h d J`` and
+    evaluates the vector field twice (the third evaluation is the next step's first).
+
+    Its second-order formula is a W-method (Wolfbrandt's): it keeps its order when ``J`` only
+    approximates the Jacobian, so the Jacobian (``jax.jacfwd`` of the flattened state) is
+    refreshed every ``jacobian_every`` accepted steps rather than at each. That, and steps not
+    bound by stability, suit the stiff late phase of Fig. 4's dynamics (``benchmarks/ode.py
+    --table`` measures it against the Runge-Kutta schemes). Dense output: cubic Hermite.
+    """
+
+    jacobian_every: int = eqx.field(static=True, default=10)
+    term_structure: ClassVar = diffrax.AbstractTerm
+    interpolation_cls: ClassVar = diffrax.ThirdOrderHermitePolynomialInterpolation
+
+    def order(self, terms):
+        return 2
+
+    def init(self, terms, t0, t1, y0, args):
+        flat, unravel = ravel_pytree(y0)
+        field = lambda y: ravel_pytree(terms.vf(t0, unravel(y), args))[0]
+        return jax.jacfwd(field)(flat), jnp.zeros((), jnp.int32), field(flat)
+
+    def step(self, terms, t0, t1, y0, args, solver_state, made_jump):
+        y, unravel = ravel_pytree(y0)
+        field = lambda y: ravel_pytree(terms.vf(t0, unravel(y), args))[0]  # autonomous
+        jacobian, age, f0 = solver_state
+        refresh = age + 1 >= self.jacobian_every
+        jacobian = jax.lax.cond(refresh, lambda: jax.jacfwd(field)(y), lambda: jacobian)
+        h, d, e32 = t1 - t0, 1 / (2 + math.sqrt(2)), 6 + math.sqrt(2)
+        lu = jax.scipy.linalg.lu_factor(jnp.eye(y.shape[0], dtype=y.dtype) - h * d * jacobian)
+        solve = lambda b: jax.scipy.linalg.lu_solve(lu, b)
+        k1 = solve(f0)
+        f1 = field(y + 0.5 * h * k1)
+        k2 = solve(f1 - k1) + k1
+        y1 = y + h * k2
+        f2 = field(y1)
+        k3 = solve(f2 - e32 * (k2 - f1) - 2 * (k1 - f0))
+        dense = dict(y0=y0, y1=unravel(y1), k0=unravel(h * f0), k1=unravel(h * f2))
+        state = (jacobian, jnp.where(refresh, 0, age + 1), f2)
+        return unravel(y1), unravel(h / 6 * (k1 - 2 * k2 + k3)), dense, state, diffrax.RESULTS.successful
+
+    def func(self, terms, t0, y0, args):
+        return terms.vf(t0, y0, args)
+
+
 ADAPTIVE_SOLVERS = {
     "tsit5": diffrax.Tsit5, "dopri5": diffrax.Dopri5, "dopri8": diffrax.Dopri8, "bosh3": diffrax.Bosh3,
     "kvaerno5": diffrax.Kvaerno5,  # implicit (ESDIRK): a Newton solve per stage, for the stiff late phase
+    "rosenbrock23": Rosenbrock23,  # linearly implicit, one LU per step, Jacobian every 10 steps
 }
 
 

@@ -106,11 +106,34 @@ def test_adaptive_solve_matches_fine_euler():
     assert err_fine < 1e-3
     assert err_fine < 0.4 * err_coarse  # Euler converges at first order towards the adaptive solution
     assert int(adaptive.num_steps) < 1000
-    for solver in ("bosh3", "kvaerno5"):  # the other schemes of the benchmark's table give the same curve
+    for solver in ("bosh3", "kvaerno5", "rosenbrock23"):  # the other schemes of the benchmark's table give the same curve
         other = online.solve_ode(op0, a, 5.0, ts, rtol=1e-8, atol=1e-11, solver=solver)
         np.testing.assert_allclose(other.eps_g, adaptive.eps_g, rtol=1e-5)
     with pytest.raises(ValueError, match="unknown solver 'rk4'"):
         online.solve_ode(op0, a, 5.0, ts, solver="rk4")
+
+
+@pytest.mark.parametrize("jacobian_every", [1, 10])
+def test_rosenbrock_solves_a_stiff_system_at_second_order(jacobian_every):
+    """y' = -A (y - c) + small nonlinearity, eigenvalues 1 and 1000: explicit schemes would need
+    h < 2e-3; the Rosenbrock-W pair takes large steps with a stale Jacobian and converges at
+    second order in the step."""
+    import diffrax
+
+    a = jnp.asarray([[500.5, 499.5], [499.5, 500.5]])  # eigenvalues 1000 and 1
+    field = lambda t, y, args: -a @ (y - 1.0) + 0.01 * jnp.sin(y)
+
+    def solve(controller, dt0=None):
+        return diffrax.diffeqsolve(diffrax.ODETerm(field), online.Rosenbrock23(jacobian_every=jacobian_every), t0=0.0, t1=5.0,
+                                   dt0=dt0, y0=jnp.asarray([3.0, -1.0]), stepsize_controller=controller, max_steps=10_000)
+
+    reference = diffrax.diffeqsolve(diffrax.ODETerm(field), diffrax.Kvaerno5(), t0=0.0, t1=5.0, dt0=1e-4, y0=jnp.asarray([3.0, -1.0]),
+                                    stepsize_controller=diffrax.PIDController(rtol=1e-12, atol=1e-14), max_steps=100_000).ys[-1]
+    adaptive = solve(diffrax.PIDController(rtol=1e-6, atol=1e-9), dt0=1e-3)
+    np.testing.assert_allclose(adaptive.ys[-1], reference, rtol=1e-5)
+    assert int(adaptive.stats["num_steps"]) < 500  # an explicit scheme needs 2,500 for stability alone
+    errors = [float(jnp.abs(solve(diffrax.ConstantStepSize(), dt0=h).ys[-1] - reference).max()) for h in (0.1, 0.05)]
+    assert 3.0 < errors[0] / errors[1] < 5.0  # second order
 
 
 def test_theory_matches_simulation_at_moderate_d():

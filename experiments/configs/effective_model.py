@@ -30,6 +30,10 @@ from mdl_jax import ConfigError
 from mdl_jax.landscape import BP_STARTS
 
 FITS = ("mcmc", "bp")
+PARTS = {"LB": slice(0, 300), "ITR": slice(300, 525), "RB": slice(525, 675), "FULL": slice(0, 675)}  # columns of a deep sample
+LANDSCAPE_BP = {"bp": {"damping": 0.0, "tol": 1e-6, "max_sweeps": 3000, "restart": True},  # the authors', for their fit
+                "mcmc": {"damping": 0.5, "tol": 1e-4, "max_sweeps": 1000}}  # undamped BP does not converge on this fit
+NOTES_MEAN_ABS = {"J": {"LB": 0.0095, "ITR": 0.0040, "RB": 0.016}, "h": {"LB": 0.047, "ITR": 0.007, "RB": 0.089}}  # notes, section 4
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,6 +65,27 @@ class EffectiveModelSettings:
     shallow_check_references: int = 10  # the same for the shallow network (at least 5 for its verdict)
     check_chains: int = 32
     check_sweeps: int = 20  # per field value; d is averaged over the last half
+
+    def cases(self) -> dict[str, tuple]:
+        """``name: (widths, training images (None: all), epochs, accuracy threshold)``."""
+        return {"under": ((20, 15, 15, 10), None, self.epochs_under, self.threshold_under),
+                "over": ((20, 15, 15, 10), 500, self.epochs_over, self.threshold_over),
+                "shallow": ((20, 10), None, self.epochs_shallow, self.threshold_shallow)}
+
+    def fit_options(self, method: str) -> dict:
+        """Keyword arguments of ``landscape.boltzmann_learning`` (``bp``, the authors' procedure;
+        the key goes in as ``restart``) or ``boltzmann_learning_mcmc`` (``mcmc``)."""
+        if method == "bp":
+            return {"iterations": self.bm_iterations, "damping": 0.0, "criterion": "mean", "burn_in": self.bm_burn_in,
+                    "start": self.bp_start}
+        return {"iterations": self.mcmc_iterations, "chains": self.mcmc_chains}
+
+    def examine_options(self, method: str, shallow: bool) -> dict:
+        """Keyword arguments of ``landscape.examine`` for a fit by ``method``."""
+        return {"references": self.shallow_references if shallow else self.references, "field_step": self.field_step,
+                "verify_chains": self.verify_chains, "verify_sweeps": self.verify_sweeps, "check_chains": self.check_chains,
+                "check_references": self.shallow_check_references if shallow else self.check_references,
+                "check_sweeps": self.check_sweeps, "bp": LANDSCAPE_BP[method]}
 
     def __post_init__(self):
         if self.fit not in FITS:
