@@ -3,15 +3,16 @@
 Command (full: t <= 1e5, 5 teachers x 8 seeds per configuration, d = 30-200 at alpha = 1,
 alpha = 0.5-4 at d = 100, eps_g on a fixed set of 1e5 test samples)::
 
-    python -m experiments.fig4 --out runs/fig4          # about 2.5 hours on 2 CPU cores (extrapolated; not run)
+    python -m experiments.fig4 --out runs/fig4          # 2,014 s on 2 CPU cores with ode_solver=kvaerno5 (2026-11-26)
 
-Largest run so far: ``--set t_max=1e4 --set n_times=32``, the full settings otherwise, 926 s on
-2 CPU cores (2026-11-25). Expected: up to t = 100 the gap to the ODE is 0.009-0.139 per teacher
-for d >= 50, 0.9-1.25 seed standard errors; the plateau share at d = 100 does not fall with
-alpha (medians 0.27 / 0.23 / 0.27 / 0.47 for alpha = 0.5 / 1 / 2 / 4; docs/results.md).
+Expected (docs/results.md): up to t = 100 the gap to the ODE is 0.011-0.238 per teacher for
+d >= 50, 0.94-1.75 seed standard errors; the plateau share at d = 100 does not fall with alpha
+(medians 0.34 / 0.21 / 0.21 / 0.42 for alpha = 0.5 / 1 / 2 / 4), and at alpha = 4 two of five
+teachers are still on a plateau at t = 1e5. Each d is stored as it finishes (``d<d>.npz``);
+``--resume`` continues a killed run from there.
 
---quick (t <= 3e3, 3 teachers x 4 seeds): 67 s on 2 CPU cores. ``dtype`` is the precision of
-the ODE and of the simulation, in force for this run only.
+--quick (t <= 3e3, 3 teachers x 4 seeds): about 1 minute on 2 CPU cores. ``dtype`` is the
+precision of the ODE and of the simulation, in force for this run only.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ class Fig4Settings:
     teachers: int = 5  # per configuration; nested draws, so every alpha at one d shares its first modes
     redraw_student: bool = True  # the authors' rule: redraw once if (mean Q - mean P)^2 / 2 > 0.01
     fixed_test: bool = True  # eps_g on one fixed test set (the authors'), else fresh samples
-    ode_solver: str = "kvaerno5"  # online.ADAPTIVE_SOLVERS; implicit: the late, stiff phase takes 10-40x fewer steps
+    ode_solver: str = "rosenbrock23"  # online.ADAPTIVE_SOLVERS, at solve_ode's tolerances
     common_inputs: bool = True  # every teacher and alpha at one d learns from seed s's input stream (online.theory_vs_simulation)
     n_test: int = 100_000  # test samples per measurement (the authors: one fixed set of 1e5)
     seed: int = 0
