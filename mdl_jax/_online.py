@@ -580,15 +580,18 @@ def summarise(ts: jax.Array, compared: TheoryVsSimulation) -> dict:
     }
 
 
-def plateau_share(ts: jax.Array, eps: jax.Array, *, slope: float = 0.2) -> float:
+def plateau_share(ts: jax.Array, eps: jax.Array, *, slope: float = 0.2, floor: float = 1e-6) -> float:
     """Share of log-time (over ``ts > 0``, log-spaced) in which the error is flat:
     ``|d ln eps / d ln t| < slope`` on each interval of the grid, weighted by its length in
-    ``ln t``."""
+    ``ln t``, up to the first time ``eps`` falls below ``floor * eps[0]``: a learned teacher's
+    error then sits at the solver's or the test set's floor, flat or not by rounding alone."""
     ts, eps = np.asarray(ts), np.asarray(eps)
     keep = ts > 0
     log_t, log_eps = np.log(ts[keep]), np.log(np.maximum(eps[keep], 1e-300))
-    widths = np.diff(log_t)
-    flat = np.abs(np.diff(log_eps) / widths) < slope
+    below = np.nonzero(eps[keep] < floor * float(eps[0]))[0]
+    intervals = len(log_t) - 1 if not below.size else max(below[0], 1)  # intervals that end at or before the floor
+    widths = np.diff(log_t)[:intervals]
+    flat = np.abs(np.diff(log_eps)[:intervals] / widths) < slope
     return float(np.sum(widths * flat) / np.sum(widths))
 
 

@@ -234,6 +234,8 @@ def test_fixed_test_set_is_shared_and_plateau_measures():
     ts = np.asarray([0.0, 1.0, 10.0, 100.0, 1000.0])
     eps = np.asarray([1.0, 1.0, 1.0, 1.0, 1e-2])  # flat for the first two decades, then slope -2
     assert online.plateau_share(ts, eps) == pytest.approx(2 / 3)
+    learned = np.asarray([1.0, 1.0, 1e-9, 1.1e-9, 1e-9])  # learned by t = 10, then flat at a floor
+    assert online.plateau_share(ts, learned) == 0.0 and online.plateau_share(ts, learned, floor=0.0) == pytest.approx(2 / 3)
     assert online.time_to_fraction(ts, eps) == 1000.0 and online.time_to_fraction(ts, eps, fraction=1e-3) is None
 
 

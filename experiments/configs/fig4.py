@@ -7,7 +7,7 @@ alpha = 0.5-4 at d = 100, eps_g on a fixed set of 1e5 test samples)::
 
 Expected (docs/results.md): up to t = 100 the gap to the ODE is 0.011-0.238 per teacher for
 d >= 50, 0.94-1.75 seed standard errors; the plateau share at d = 100 does not fall with alpha
-(medians 0.34 / 0.21 / 0.21 / 0.42 for alpha = 0.5 / 1 / 2 / 4), and at alpha = 4 two of five
+(medians 0.30 / 0.22 / 0.21 / 0.43 for alpha = 0.5 / 1 / 2 / 4), and at alpha = 4 two of five
 teachers are still on a plateau at t = 1e5. Each d is stored as it finishes (``d<d>.npz``);
 ``--resume`` continues a killed run from there.
 
