@@ -219,7 +219,8 @@ class Rosenbrock23(diffrax.AbstractAdaptiveSolver):
     approximates the Jacobian, so the Jacobian (``jax.jacfwd`` of the flattened state) is
     refreshed every ``jacobian_every`` accepted steps rather than at each. That, and steps not
     bound by stability, suit the stiff late phase of Fig. 4's dynamics (``benchmarks/ode.py
-    --table`` measures it against the Runge-Kutta schemes). Dense output: cubic Hermite.
+    --table`` measures it against the Runge-Kutta schemes). Dense output: cubic Hermite. For
+    autonomous vector fields only (as the mean-field ODE): every stage sees the step's start time.
     """
 
     jacobian_every: int = eqx.field(static=True, default=10)
