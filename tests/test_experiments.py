@@ -158,9 +158,9 @@ def test_effective_model_fits_agree_on_weakly_coupled_spins():
         truth = landscape.random_ising(jax.random.PRNGKey(0), 12, coupling=0.15, field=0.3, dtype=jax.numpy.float32)
         samples = landscape.metropolis(truth, jax.random.PRNGKey(1), chains=64, sweeps=300, burn_in=100, thin=2)
         settings = em.EffectiveModelSettings(bm_iterations=200, mcmc_iterations=300, mcmc_chains=256, verify_chains=64,
-                                             verify_sweeps=200, field_step=0.25)
+                                             verify_sweeps=200, field_step=0.25, references=2, check_references=1)
         data = landscape.connected_moments(samples)
-        fits = {m: em._fit_and_sweep(samples, data, m, settings, jax.random.PRNGKey(2), 2, 1) for m in em.FITS}
+        fits = {m: em._fit_and_examine(samples, data, m, settings, jax.random.PRNGKey(2), shallow=False) for m in em.FITS}
     for fit in fits.values():
         assert fit["metropolis_correlation_error"] < fit["independent_correlation_error"]
         assert fit["hysteresis"] < 1e-3 and len(fit["curves"]) == 2
