@@ -14,6 +14,7 @@ reference configuration, swept down and up in a field ``x`` with warm starts.
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import jax
@@ -42,6 +43,7 @@ def _cavity_terms(model: Ising, messages: jax.Array):
     return x, fields
 
 
+@functools.partial(jax.jit, static_argnames=("criterion",))
 def belief_propagation(
     model: Ising, messages: jax.Array | None = None, *, tol: float = 1e-4, max_sweeps: int = 1000,
     damping: float = 0.0, criterion: str = "max",
@@ -149,6 +151,7 @@ def _fresh_messages(key: jax.Array, n: int, dtype) -> jax.Array:
     return 0.01 * jax.random.normal(key, (n, n), dtype) * (1.0 - jnp.eye(n, dtype=dtype))
 
 
+@functools.partial(jax.jit, static_argnames=("iterations", "criterion", "start", "burn_in"))
 def boltzmann_learning(
     samples: jax.Array, *, iterations: int = 100, lr_couplings: float = 0.01, lr_fields: float = 0.3,
     l2: float = 1e-4, damping: float = 0.5, tol: float = 1e-4, max_sweeps: int = 1000, criterion: str = "max",
@@ -206,6 +209,7 @@ def boltzmann_learning(
     return BoltzmannFit(best, best_err, history)
 
 
+@functools.partial(jax.jit, static_argnames=("steps",))
 def pseudo_likelihood(samples: jax.Array, *, l2: float = 1e-4, steps: int = 500, lr: float = 0.05) -> Ising:
     """Inverse Ising by maximising the pseudo-likelihood ``sum_i ln P(s_i | s_rest)`` (Adam, then
     symmetrised couplings): a cross-check of :func:`boltzmann_learning`."""
@@ -252,6 +256,7 @@ def _run_chains(model: Ising, spins: jax.Array, key: jax.Array, sweeps: int) -> 
     return jax.lax.scan(sweep, spins, jax.random.split(key, sweeps))[1]
 
 
+@functools.partial(jax.jit, static_argnames=("chains", "sweeps", "burn_in", "thin"))
 def metropolis(
     model: Ising, key: jax.Array, *, chains: int, sweeps: int, burn_in: int, thin: int = 1,
     init: jax.Array | None = None,
@@ -287,6 +292,7 @@ def moment_errors(samples, reference) -> tuple[jax.Array, jax.Array]:
     return jnp.sqrt(jnp.mean((m1 - m2) ** 2)), jnp.sqrt(jnp.sum(((c1 - c2) * off) ** 2) / jnp.sum(off))
 
 
+@functools.partial(jax.jit, static_argnames=("iterations", "chains", "sweeps", "average_last"))
 def boltzmann_learning_mcmc(
     samples: jax.Array, key: jax.Array, *, iterations: int = 1000, chains: int = 512, sweeps: int = 5,
     lr_couplings: float = 0.02, lr_fields: float = 0.05, l2: float = 1e-4, average_last: float = 0.5,
@@ -356,6 +362,7 @@ def field_sweep(x_max: float = 3.0, step: float = 0.05) -> jax.Array:
     return jnp.concatenate([down, down[::-1][1:]])
 
 
+@jax.jit
 def entropy_landscape(
     model: Ising, reference: jax.Array, fields: jax.Array, *, tol: float = 1e-4, max_sweeps: int = 1000,
     damping: float = 0.5, restart: jax.Array | None = None,
@@ -402,6 +409,7 @@ class MetropolisLandscape(NamedTuple):
     distance: jax.Array  # (S,) d = (1 - q) / 2
 
 
+@functools.partial(jax.jit, static_argnames=("chains", "sweeps", "measure"))
 def metropolis_landscape(
     model: Ising, reference: jax.Array, fields: jax.Array, key: jax.Array, *, chains: int = 32, sweeps: int = 20,
     measure: int = 10,
@@ -455,6 +463,7 @@ def distance_after_jump(landscape: Landscape | MetropolisLandscape) -> jax.Array
     return down[jnp.argmax(jnp.abs(jnp.diff(down))) + 1]
 
 
+@functools.partial(jax.jit, static_argnames=("chains", "sweeps"))
 def reversed_state_fraction(model: Ising, spins: jax.Array, key: jax.Array, *, chains: int = 128, sweeps: int = 200) -> jax.Array:
     """Share of Metropolis chains started at uniformly random configurations that end in the
     reversed state of the data: overlap with the data's mean sign pattern ``sign(<s>)`` below
