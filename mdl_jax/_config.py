@@ -61,6 +61,9 @@ class TrainConfig:
         ``--resume`` finds them again.
       max_runs_per_chunk: at most this many runs on the devices at once; larger sweeps are
         trained chunk by chunk (``None``: estimated from each run's memory).
+      max_padding: train runs whose mode counts differ as several programs, so that padded
+        modes are at most this share of the executed FLOPs (``None``: one program padded to
+        the largest counts). Same numbers either way; pays where FLOPs are the cost (a GPU).
     """
 
     description: str = ""
@@ -82,6 +85,7 @@ class TrainConfig:
     checkpoint_every: int = 1
     checkpoint_keep: int = 2
     max_runs_per_chunk: int | None = None
+    max_padding: float | None = None
     imports: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
@@ -181,6 +185,8 @@ def make_config(values: dict[str, Any] | None = None, base: TrainConfig | None =
     _check_architectures(config)
     if config.max_runs_per_chunk is not None and config.max_runs_per_chunk < 1:
         raise ConfigError(f"'max_runs_per_chunk' must be >= 1 or null, got {config.max_runs_per_chunk}")
+    if config.max_padding is not None and not 0 <= config.max_padding < 1:
+        raise ConfigError(f"'max_padding' must be in [0, 1) or null, got {config.max_padding}: 0.1 allows 10 % padded FLOPs")
     for key in ("epochs", "batch_size", "lr_halving_epochs", "checkpoint_keep"):
         if getattr(config, key) < 1:
             raise ConfigError(f"{key!r} must be >= 1, got {getattr(config, key)}")

@@ -115,3 +115,44 @@ def to_host(tree: Any) -> Any:
     if jax.process_count() == 1:
         return jax.device_get(tree)
     return multihost_utils.process_allgather(tree, tiled=True)
+
+
+def plan_programs(modes: np.ndarray, widths, *, max_padding: float = 0.1) -> list[np.ndarray]:
+    """Splits the runs of a sweep into programs by mode count, padding each to its own largest.
+
+    One program pads every run to the sweep's largest mode counts, which wastes the FLOPs of
+    the padded modes; one program per mode count wastes none but compiles once per count. The
+    cost model: a run's FLOPs per example are proportional to ``sum_l p_l (N_l + N_{l+1})``
+    (every product of a mode layer), and each program costs one compilation. The plan is the
+    fewest programs whose padded FLOPs are at most ``max_padding`` of the executed ones, and of
+    those the one with the least padding; runs are grouped in order of their FLOPs.
+
+    Args:
+      modes: ``(R, L)`` active mode counts of every run and weight layer.
+      widths: ``(N_0, ..., N_L)``.
+      max_padding: the largest share of executed FLOPs that may be padding.
+
+    Returns:
+      The run indices of each program (in run order), smallest programs first.
+    """
+    modes = np.asarray(modes, np.int64).reshape(len(modes), -1)
+    weight = np.asarray(widths[:-1]) + np.asarray(widths[1:])
+    distinct, inverse, counts = np.unique(modes, axis=0, return_inverse=True, return_counts=True)
+    order = np.argsort(distinct @ weight, kind="stable")
+    distinct, counts = distinct[order], counts[order]
+    n, useful = len(distinct), float(counts @ (distinct @ weight))
+
+    def executed(i: int, j: int) -> float:  # runs of distinct[i:j] padded to their largest
+        return float(counts[i:j].sum() * (distinct[i:j].max(0) @ weight))
+
+    best = {0: (0.0, ())}  # best[j]: least executed FLOPs of distinct[:j] in k programs, cuts
+    for _ in range(n):
+        best = {j: min((best[i][0] + executed(i, j), best[i][1] + (i,)) for i in best if i < j) for j in range(1, n + 1)
+                if any(i < j for i in best)}
+        if n in best and 1 - useful / best[n][0] <= max_padding + 1e-12:
+            break
+    cuts = list(best[n][1][1:]) + [n]
+    rank = np.empty(n, np.int64)
+    rank[order] = np.arange(n)
+    program_of = np.searchsorted(cuts, rank[inverse.reshape(-1)], side="right")
+    return [np.flatnonzero(program_of == k) for k in range(len(cuts))]

@@ -428,6 +428,7 @@ def _train_method(recorder: Recorder, data, config: TrainConfig, state, history:
         state = train(
             sweep.recipe, sweep.runs, data, epochs=remaining, state=state, start_epoch=len(history.rows),
             on_start=recorder.on_start, on_epoch=recorder.on_epoch, max_runs_per_chunk=config.max_runs_per_chunk,
+            max_padding=config.max_padding,
         ).state
     recorder.close()
     params_path = recorder.workdir / "params" / f"{recorder.method}.npz"

@@ -24,7 +24,7 @@ import numpy as np
 import optax
 
 from mdl_jax._data import Dataset
-from mdl_jax._layout import Layout, plan_layout, to_devices, to_host
+from mdl_jax._layout import Layout, plan_layout, plan_programs, to_devices, to_host
 from mdl_jax._methods import get_method, make_spec, mode_mask, zero_inactive_modes
 from mdl_jax._models import apply, init_params, param_count, penalty
 from mdl_jax._spec import NetworkSpec, SpecError
@@ -300,6 +300,7 @@ def train(
     on_epoch: Callable[[int, EpochMetrics, Callable[[], TrainState]], Any] | None = None,
     devices: Sequence[jax.Device] | None = None,
     max_runs_per_chunk: int | None = None,
+    max_padding: float | None = None,
 ) -> TrainResult:
     """Trains every run of a sweep for ``epochs`` epochs in one compiled program.
 
@@ -321,6 +322,11 @@ def train(
       devices: devices to shard the runs over.
       max_runs_per_chunk: at most this many runs on the devices at once (default: from an
         estimate of each run's memory, :func:`run_footprint_bytes`).
+      max_padding: split runs whose mode counts differ into several programs, each padded to
+        its own largest counts, so that padded modes are at most this share of the executed
+        FLOPs (:func:`~mdl_jax._layout.plan_programs`). Default ``None``: one program padded to
+        the sweep's largest counts. Every run's numbers are those of the one-program sweep
+        (float rounding aside): all runs start from the padded sweep's initial state.
 
     Returns:
       A :class:`TrainResult` with the final state (host arrays) and the per-epoch metrics.
@@ -329,12 +335,19 @@ def train(
     if recipe.loss not in LOSSES:
         raise SpecError(f"unknown loss {recipe.loss!r}; choose one of {', '.join(LOSSES)}")
     check_data(recipe, data)
-    layout = plan_layout(
-        np.asarray(runs.key), run_bytes=run_footprint_bytes(recipe),
-        data_bytes=sum(a.nbytes for a in data), devices=devices, max_runs_per_chunk=max_runs_per_chunk,
-    )
     start = time.perf_counter()
-    chunks = _Chunks(recipe, layout, runs, to_devices(data, layout.replicated), state)
+    placed = {}  # the data on each set of devices, placed once
+
+    def program(recipe: Recipe, runs: RunHparams, state: TrainState | None) -> _Chunks:
+        layout = plan_layout(np.asarray(runs.key), run_bytes=run_footprint_bytes(recipe),
+                             data_bytes=sum(a.nbytes for a in data), devices=devices, max_runs_per_chunk=max_runs_per_chunk)
+        where = tuple(layout.mesh.devices.flat)
+        if where not in placed:
+            placed[where] = to_devices(data, layout.replicated)
+        return _Chunks(recipe, layout, runs, placed[where], state)
+
+    plan = plan_programs(mode_counts(runs), recipe.spec.widths, max_padding=max_padding) if max_padding is not None and runs.mode_mask else []
+    chunks = program(recipe, runs, state) if len(plan) <= 1 else _Programs(recipe, runs, state, plan, program)
     initial_accuracy = chunks.test_accuracy()
     if on_start is not None:
         on_start(initial_accuracy)
@@ -346,7 +359,7 @@ def train(
             on_epoch(epoch, metrics, chunks.state)
     stacked = (
         EpochMetrics(*(np.stack(field) for field in zip(*history)))
-        if history else EpochMetrics(*(np.zeros((0, layout.num_runs)),) * len(EpochMetrics._fields))
+        if history else EpochMetrics(*(np.zeros((0, len(runs.key))),) * len(EpochMetrics._fields))
     )
     return TrainResult(chunks.state(), initial_accuracy, stacked, time.perf_counter() - start)
 
@@ -390,6 +403,55 @@ class _Chunks:
     def state(self) -> TrainState:
         """The whole state, every run, as host arrays."""
         return self._whole([to_host(s) for s in self.states])
+
+
+def mode_counts(runs: RunHparams) -> np.ndarray:
+    """Active modes of every run and weight layer, ``(R, L)`` (``L = 0`` without modes)."""
+    return np.stack([np.asarray(m).sum(-1) for m in runs.mode_mask], 1).astype(int) if runs.mode_mask else np.zeros((len(runs.key), 0), int)
+
+
+def _resize(tree, like):
+    """Every leaf of ``tree`` cut or zero-padded to the shape of the same leaf of ``like``,
+    axis by axis from the front (modes are active from the first index on)."""
+    def fit(leaf, target):
+        leaf = np.asarray(leaf)[tuple(slice(0, n) for n in target.shape)]
+        return np.pad(leaf, [(0, n - k) for n, k in zip(target.shape, leaf.shape)])
+    return jax.tree.map(fit, tree, like)
+
+
+class _Programs:
+    """A sweep trained as several programs (``plan``: the run indices of each), each padded to
+    its own largest mode counts; the interface of :class:`_Chunks`, with every result in the
+    sweep's run order and padded to the sweep's largest counts."""
+
+    def __init__(self, recipe: Recipe, runs: RunHparams, state: TrainState | None, plan: list[np.ndarray], program):
+        init = compiled_sweep_fns(recipe)[0]
+        state = jax.device_get(init(runs)) if state is None else state  # the padded sweep's start, exactly
+        self.full, self.plan, self.programs, self.num_runs = jax.eval_shape(init, runs), plan, [], len(runs.key)
+        for index in plan:
+            modes = tuple(int(m) for m in mode_counts(runs)[index].max(0))
+            sub = recipe._replace(spec=recipe.spec._replace(modes=modes))
+            sub_runs = select_run(runs, index)._replace(mode_mask=tuple(m[index, :p] for m, p in zip(runs.mode_mask, modes)))
+            self.programs.append(program(sub, sub_runs, _resize(select_run(state, index), jax.eval_shape(compiled_sweep_fns(sub)[0], sub_runs))))
+
+    def _scatter(self, parts):
+        """One tree in the sweep's run order from the programs' trees."""
+        def put(*leaves):
+            out = np.zeros((self.num_runs,) + leaves[0].shape[1:], leaves[0].dtype)
+            for index, leaf in zip(self.plan, leaves):
+                out[index] = leaf
+            return out
+        return jax.tree.map(put, *parts)
+
+    def test_accuracy(self) -> np.ndarray:
+        return self._scatter([p.test_accuracy() for p in self.programs])
+
+    def epoch(self, epoch: int) -> EpochMetrics:
+        return self._scatter([p.epoch(epoch) for p in self.programs])
+
+    def state(self) -> TrainState:
+        like = lambda n: jax.tree.map(lambda a: jax.ShapeDtypeStruct((n,) + a.shape[1:], a.dtype), self.full)
+        return self._scatter([_resize(p.state(), like(len(index))) for index, p in zip(self.plan, self.programs)])
 
 
 def _chunks(tree, layout: Layout) -> list:

@@ -5,13 +5,27 @@ Dtype promotion is JAX's standard one for the whole suite: optax's Adam computes
 Our own model code is checked under strict promotion in test_models.py.
 """
 
+import atexit
 import os
+import shutil
+import tempfile
 
-import jax
+# One compilation cache for the whole run, set before JAX loads: the two xdist workers and the
+# subprocesses of the scale tests compile many of the same programs. Fresh for every run (the
+# process that makes it removes it), so that no run's timing depends on an earlier one.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="mdl-jax-tests-")
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
+    atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
+
+import jax  # noqa: E402
 import numpy as np
 import pytest
 
 import mdl_jax
+
+jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])  # in case a plugin loaded JAX first
+jax.config.update("jax_persistent_cache_min_compile_time_secs", float(os.environ.get("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", 0.2)))
 
 #: Relative tolerances by dtype for comparisons of two computations of the same quantity.
 RTOL = {"float32": 2e-5, "float64": 1e-10}

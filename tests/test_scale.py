@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import chex
 import jax
 import numpy as np
 import pytest
@@ -70,6 +71,42 @@ def test_chunked_sweep_equals_one_chunk():
     for a, b in zip(jax.tree.leaves(whole.state), jax.tree.leaves(chunked.state)):
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
     np.testing.assert_array_equal(whole.metrics.test_accuracy, chunked.metrics.test_accuracy)
+
+
+def test_programs_by_mode_count_give_the_padded_sweeps_numbers():
+    """A sweep split into programs by mode count (``max_padding``) trains every run as the
+    one padded program does; resumed from a checkpointed state too, and with svd, whose
+    initial modes depend on the padded rank."""
+    data = random_dataset()
+    with jax.enable_x64(True):
+        for method, modes in (("mdl", [1, 3, 6]), ("svd", [1, 3])):
+            sweep = mdl_jax.build_sweep(WIDTHS, method, modes=modes, seeds=range(2), batch_size=50, dtype="float64")
+            padded = mdl_jax.train(sweep.recipe, sweep.runs, data, epochs=2)
+            split = mdl_jax.train(sweep.recipe, sweep.runs, data, epochs=1, max_padding=0.0)
+            split = mdl_jax.train(sweep.recipe, sweep.runs, data, epochs=1, state=split.state, start_epoch=1, max_padding=0.0)
+            # float rounding only: sums over fewer padded zeros (svd's penalties), grown by Adam over 2 epochs
+            chex.assert_trees_all_close(padded.state, split.state, rtol=1e-8, atol=1e-10)
+            np.testing.assert_array_equal(padded.metrics.test_accuracy[1], split.metrics.test_accuracy[0])
+
+
+def test_program_plan_bounds_padding_with_the_fewest_programs():
+    from mdl_jax._layout import plan_programs
+
+    widths = (784, 100, 100, 10)
+    modes = np.asarray([[p] * 3 for _ in range(5) for p in (10, 20, 30, 40, 50)])  # the benchmark's 25-run sweep
+    weight = np.asarray(widths[:-1]) + np.asarray(widths[1:])
+
+    def padding(plan):
+        executed = sum(len(index) * (modes[index].max(0) @ weight) for index in plan)
+        return 1 - (modes @ weight).sum() / executed
+
+    assert len(plan_programs(modes, widths, max_padding=0.45)) == 1  # one program pads 40 %
+    for bound, programs in ((0.2, 3), (0.1, 4), (0.0, 5)):
+        plan = plan_programs(modes, widths, max_padding=bound)
+        assert len(plan) == programs and padding(plan) <= bound + 1e-12
+        assert sorted(np.concatenate(plan).tolist()) == list(range(25))
+    assert all(len(np.unique(modes[index], axis=0)) == 1 for index in plan_programs(modes, widths, max_padding=0.0))
+    assert padding(plan_programs(modes, widths, max_padding=0.1)) == pytest.approx(1 - 750 / 800)  # 40 padded to 50
 
 
 def test_chunk_plan_follows_memory_estimate_and_limits():
