@@ -21,7 +21,9 @@ with Gaussian expectations over fields of covariance ``[[Q, M], [M^T, P]]`` in c
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 from typing import ClassVar, NamedTuple
 
 import diffrax
@@ -470,14 +472,21 @@ def _shard_seeds(keys: jax.Array, axis: int = 0) -> jax.Array:
     return jax.device_put(keys, jax.sharding.NamedSharding(mesh, spec))
 
 
+@functools.lru_cache(maxsize=None)
+def _compiled_solve(options: tuple) -> Callable:
+    """:func:`solve_ode` jitted once per set of keyword options (``eta`` and ``ts`` traced)."""
+    return jax.jit(lambda op0, a, eta, ts: solve_ode(op0, a, eta, ts, **dict(options)))
+
+
 def solve_each(op0: OrderParameters, A: jax.Array, eta: float, ts: jax.Array, **solve_kwargs) -> OdeSolution:
     """:func:`solve_ode` for each of a batch of initial conditions (leading axis), one at a time
     through one compiled solve, spread round-robin over the local devices (one CPU device per
     core solves its share in parallel). A vmapped adaptive solve would advance every member in
     lockstep at the pace of the stiffest, costing the batch size times its steps."""
-    solve = jax.jit(lambda op0, a: solve_ode(op0, a, eta, ts, **solve_kwargs))
+    solve = _compiled_solve(tuple(sorted(solve_kwargs.items())))
     devices = jax.local_devices()
-    solutions = [solve(*jax.device_put(jax.tree.map(lambda x: x[i], (op0, A)), devices[i % len(devices)]))
+    eta, ts = jnp.asarray(eta, A.dtype), jnp.asarray(ts, A.dtype)
+    solutions = [solve(*jax.device_put(jax.tree.map(lambda x: x[i], (op0, A)) + (eta, ts), devices[i % len(devices)]))
                  for i in range(A.shape[0])]  # dispatched asynchronously, gathered below
     return jax.tree.map(lambda *leaves: jnp.stack([jax.device_get(x) for x in leaves]), *solutions)
 
