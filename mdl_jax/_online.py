@@ -485,7 +485,7 @@ def solve_each(op0: OrderParameters, A: jax.Array, eta: float, ts: jax.Array, **
     lockstep at the pace of the stiffest, costing the batch size times its steps."""
     solve = _compiled_solve(tuple(sorted(solve_kwargs.items())))
     devices = jax.local_devices()
-    eta, ts = jnp.asarray(eta, A.dtype), jnp.asarray(ts, A.dtype)
+    eta, ts = jnp.asarray(eta, A.dtype), jnp.asarray(ts)
     solutions = [solve(*jax.device_put(jax.tree.map(lambda x: x[i], (op0, A)) + (eta, ts), devices[i % len(devices)]))
                  for i in range(A.shape[0])]  # dispatched asynchronously, gathered below
     return jax.tree.map(lambda *leaves: jnp.stack([jax.device_get(x) for x in leaves]), *solutions)

@@ -79,7 +79,7 @@ def test_programs_by_mode_count_give_the_padded_sweeps_numbers():
     initial modes depend on the padded rank."""
     data = random_dataset()
     with jax.enable_x64(True):
-        for method, modes in (("mdl", [1, 3, 6]), ("svd", [1, 3])):
+        for method, modes in (("mdl", [2, 6]), ("svd", [1, 3])):
             sweep = mdl_jax.build_sweep(WIDTHS, method, modes=modes, seeds=range(2), batch_size=50, dtype="float64")
             padded = mdl_jax.train(sweep.recipe, sweep.runs, data, epochs=2)
             split = mdl_jax.train(sweep.recipe, sweep.runs, data, epochs=1, max_padding=0.0)
