@@ -79,14 +79,16 @@ def matmul_peak_gflops(n: int = 2048, repeats: int = 10) -> float:
 
 
 def time_sweep(sweep: mdl_jax.Sweep, data: mdl_jax.DataArrays, timed_epochs: int, max_padding: float | None = None):
-    """(compile_s, seconds per epoch, test accuracy after the first epoch) of ``mdl_jax.train``
-    on all devices; the first epoch (compilation included) is not timed."""
-    layout = plan_layout(np.asarray(sweep.runs.key), run_bytes=1, data_bytes=0)
-    init, epoch_fn, _ = compiled_sweep_fns(sweep.recipe, layout.group_size)
-    runs = to_devices(_chunks(sweep.runs, layout)[0], layout.run_sharding)
-    start = time.perf_counter()
-    epoch_fn.lower(init(runs), runs, to_devices(data, layout.replicated), jnp.int32(0)).compile()
-    compile_s = time.perf_counter() - start  # of the one padded program
+    """(compile_s of the padded program or None, seconds per epoch, test accuracy after the first
+    epoch) of ``mdl_jax.train`` on all devices; the first epoch (compilation included) is not timed."""
+    compile_s = None  # of the one padded program, when that is what is timed
+    if max_padding is None:
+        layout = plan_layout(np.asarray(sweep.runs.key), run_bytes=1, data_bytes=0)
+        init, epoch_fn, _ = compiled_sweep_fns(sweep.recipe, layout.group_size)
+        runs = to_devices(_chunks(sweep.runs, layout)[0], layout.run_sharding)
+        start = time.perf_counter()
+        epoch_fn.lower(init(runs), runs, to_devices(data, layout.replicated), jnp.int32(0)).compile()
+        compile_s = time.perf_counter() - start
     stamps = []
     result = mdl_jax.train(sweep.recipe, sweep.runs, data, epochs=1 + timed_epochs, max_padding=max_padding,
                            on_epoch=lambda *_: stamps.append(time.perf_counter()))
@@ -95,8 +97,8 @@ def time_sweep(sweep: mdl_jax.Sweep, data: mdl_jax.DataArrays, timed_epochs: int
 
 def executed_flops(sweep: mdl_jax.Sweep, max_padding: float | None, n_train: int, n_test: int) -> tuple[float, int]:
     """(executed FLOPs of one epoch, number of programs) of a sweep trained with ``max_padding``."""
-    plan = plan_programs(mode_counts(sweep.runs), WIDTHS, max_padding=max_padding) if max_padding is not None else [np.arange(len(sweep.infos))]
     modes = mode_counts(sweep.runs)
+    plan = plan_programs(modes, WIDTHS, max_padding=max_padding) if max_padding is not None else [np.arange(len(modes))]
     return sum(len(index) * epoch_flops(tuple(modes[index].max(0)), n_train, n_test) for index in plan), len(plan)
 
 

@@ -433,10 +433,12 @@ class _Programs:
         init = compiled_sweep_fns(recipe)[0]
         state = jax.device_get(init(runs)) if state is None else state  # the padded sweep's start, exactly
         self.full, self.plan, self.programs, self.num_runs = jax.eval_shape(init, runs), plan, [], len(runs.key)
+        counts = mode_counts(runs)
         for index in plan:
-            modes = tuple(int(m) for m in mode_counts(runs)[index].max(0))
+            modes = tuple(int(m) for m in counts[index].max(0))
             sub = recipe._replace(spec=recipe.spec._replace(modes=modes))
-            sub_runs = select_run(runs, index)._replace(mode_mask=tuple(m[index, :p] for m, p in zip(runs.mode_mask, modes)))
+            sub_runs = select_run(runs, index)
+            sub_runs = sub_runs._replace(mode_mask=tuple(m[:, :p] for m, p in zip(sub_runs.mode_mask, modes)))
             self.programs.append(program(sub, sub_runs, _resize(select_run(state, index), jax.eval_shape(compiled_sweep_fns(sub)[0], sub_runs))))
 
     def _scatter(self, parts):
