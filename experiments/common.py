@@ -81,6 +81,10 @@ class Grid(NamedTuple):
     test_loss: np.ndarray  # (epochs, runs)
     wall_time_s: float  # of the grid's training program(s)
 
+    def final(self, last_epochs: int = 1) -> np.ndarray:
+        """Each run's test accuracy, mean of its last ``last_epochs`` epochs: ``(runs,)``."""
+        return self.test_accuracy[-last_epochs:].mean(0)
+
 
 def train_grid(out: Path, grid: str, data, widths, method, *, modes=(None,), seeds, lr, epochs, **recipe) -> Grid:
     """Trains one method's grid as the runs of ``out/runs/<grid>`` (continuing them if they
@@ -107,6 +111,16 @@ def by_modes(grid: Grid, values: np.ndarray) -> dict[int, np.ndarray]:
     for run, info in enumerate(grid.runs):
         groups.setdefault(info["modes"][0] if info["modes"] else 0, []).append(values[run])
     return {p: np.asarray(v) for p, v in sorted(groups.items())}
+
+
+def spread(values, axis: int = 0) -> dict[str, np.ndarray]:
+    """``{"mean", "std"}`` of ``values`` over ``axis`` (runs or seeds)."""
+    return {"mean": np.mean(values, axis), "std": np.std(values, axis)}
+
+
+def errorbar(ax, x, spread: dict, **kw):
+    """``ax.errorbar`` of a :func:`spread` (as read back from results.json) against ``x``."""
+    return ax.errorbar(x, np.asarray(spread["mean"]), **{"yerr": np.asarray(spread["std"]), "marker": "o", "capsize": 2, **kw})
 
 
 def cached(path: Path, recipe: dict, compute) -> dict[str, np.ndarray]:

@@ -27,15 +27,6 @@ from experiments import common
 from experiments.configs.effective_model import FITS, NOTES_MEAN_ABS, PARTS, QUICK, EffectiveModelSettings
 
 
-def _fit_and_examine(spins, data, method: str, s: EffectiveModelSettings, key, shallow: bool) -> dict:
-    """Fits the Ising model to ``spins`` by ``method`` and examines it."""
-    k_fit, k_examine = jax.random.split(key)
-    fit = (landscape.boltzmann_learning(spins, restart=k_fit, **s.fit_options(method)) if method == "bp"
-           else landscape.boltzmann_learning_mcmc(spins, k_fit, **s.fit_options(method)))
-    return {"fit": method, "rms_moment_error": float(fit.rms_error),
-            **landscape.examine(fit.model, spins, data, k_examine, **s.examine_options(method, shallow))}
-
-
 def _samples(name: str, widths, n_train, epochs: int, threshold: float, pca, scoring, s: EffectiveModelSettings, out: Path) -> dict:
     """The case's weight samples above the accuracy threshold, and their accuracies (reused
     from an earlier run with the same training settings)."""
@@ -68,9 +59,9 @@ def run(settings: EffectiveModelSettings, data: mdl_jax.Dataset, out: Path, *, p
             samples = binary.permute_hidden_units(samples, widths, jax.random.PRNGKey(100 + c), copies=s.hidden_permutations)
         for p, part in enumerate(["FULL"] if name == "shallow" else PARTS):
             tic, spins = time.perf_counter(), jnp.asarray(samples[:, PARTS[part]], jnp.float32)  # shallow: FULL is every column
-            data = landscape.connected_moments(spins)  # once for both fits, on the same references
-            fits = [_fit_and_examine(spins, data, m, s, jax.random.PRNGKey(1000 * c + p), name == "shallow")
-                    for m in (s.fit, s.compare) if m in FITS]
+            data, key = landscape.connected_moments(spins), jax.random.PRNGKey(1000 * c + p)  # both fits on the same references
+            fits = [landscape.fit_and_examine(spins, m, key, data=data, fit_options=s.fit_options(m),
+                                              examine_options=s.examine_options(m, name == "shallow")) for m in (s.fit, s.compare) if m in FITS]
             print(f"{name} {part}: {time.perf_counter() - tic:.0f} s; " + "; ".join(
                 f"{f['fit']}: max s {f['max_entropy']:.3f}, BP jump {f['max_distance_jump']:.3f} loop {f['hysteresis']:.3f}, "
                 f"chains loop {f.get('metropolis_hysteresis', np.nan):.3f}" for f in fits), flush=True)

@@ -46,7 +46,7 @@ def run(settings: Fig1Settings, out: Path, *, plot: bool = True) -> dict:
     results = {
         "settings": dataclasses.asdict(s),
         "test_accuracy": grid.test_accuracy[-1], "test_mse": grid.test_loss[-1],
-        "test_mse_by_epoch": {"mean": grid.test_loss.mean(1), "std": grid.test_loss.std(1)},
+        "test_mse_by_epoch": common.spread(grid.test_loss, 1),
         "shown_network": best, "sigma": np.asarray(layer.sigma), "xi_hat": np.asarray(layer.xi_hat), "xi": np.asarray(layer.xi),
         "correct_fraction_shown": float(correct.mean()),
         "points": {"x": np.asarray(x), "t": t, "correct": correct, **maps},

@@ -44,7 +44,7 @@ def run(settings: Fig3Settings, data: mdl_jax.Dataset, out: Path, *, plot: bool 
                                    draws=s.random_draws, split=s.fixed_split) for layer in range(grid.spec.num_layers)]
     results = {
         "settings": dataclasses.asdict(s), "fractions": fractions,
-        "test_accuracy": {"mean": grid.test_accuracy[-1].mean(), "std": grid.test_accuracy[-1].std()},
+        "test_accuracy": common.spread(grid.final()),
         "a_removal": {str(l): study.removal for l, study in enumerate(studies)},
         "b_spectrum": {str(l): study.spectrum for l, study in enumerate(studies)},
         "tau_fixed_split": studies[0].spectrum["fixed_split"], "tau_fitted_break": studies[0].spectrum["fit"],

@@ -511,6 +511,27 @@ def _moment_check(model: Ising, spins: jax.Array, data: tuple, key: jax.Array, *
             "metropolis_correlation_noise": float(noise) / 2, "independent_correlation_error": float(independent_error)}
 
 
+FITS = ("mcmc", "bp")  # fit_and_examine's methods
+
+
+def fit_and_examine(spins: jax.Array, method: str, key: jax.Array, *, fit_options: dict, examine_options: dict,
+                    data: tuple | None = None) -> dict:
+    """The Ising model fitted to ``spins`` by ``method`` with ``fit_options``, then
+    :func:`examine`\ d with ``examine_options``: ``{"fit": method, "rms_moment_error", **examine}``.
+
+    ``method``: ``"bp"``, :func:`boltzmann_learning` (its restarts drawn from the key), or
+    ``"mcmc"``, :func:`boltzmann_learning_mcmc`. ``data``: the spins' :func:`connected_moments`
+    when already computed (e.g. for a second fit of the same spins).
+    """
+    if method not in FITS:
+        raise ValueError(f"unknown fit {method!r}; choose one of {', '.join(FITS)}")
+    k_fit, k_examine = jax.random.split(key)
+    fit = (boltzmann_learning(spins, restart=k_fit, **fit_options) if method == "bp"
+           else boltzmann_learning_mcmc(spins, k_fit, **fit_options))
+    data = connected_moments(spins) if data is None else data
+    return {"fit": method, "rms_moment_error": float(fit.rms_error), **examine(fit.model, spins, data, k_examine, **examine_options)}
+
+
 def examine(
     model: Ising, spins: jax.Array, data: tuple, key: jax.Array, *, references: int, field_step: float = 0.05,
     verify_chains: int = 128, verify_sweeps: int = 200, check_references: int = 5, check_chains: int = 32,

@@ -590,6 +590,22 @@ def summarise(ts: jax.Array, compared: TheoryVsSimulation) -> dict:
     }
 
 
+def summarise_sweep(ts: jax.Array, configurations: list[dict], compared: list[TheoryVsSimulation]) -> dict:
+    """What Fig. 4 reports about a set of configurations (dicts with ``d``, ``alpha`` and any
+    labels), each compared in ``compared``: each one's :func:`summarise` with its labels
+    (``configurations``), the gaps in seed standard errors keyed ``d=<d>,alpha=<alpha>``, and
+    the largest relative gap (and where) and the median one over all of them."""
+    rows = [{**config, **summarise(ts, c)} for config, c in zip(configurations, compared, strict=True)]
+    worst = max(rows, key=lambda c: c["max_rel_gap"])
+    return {
+        "configurations": rows,
+        "gap_vs_seed_stderr": {f"d={c['d']},alpha={c['alpha']:g}": c["gap_vs_seed_stderr"] for c in rows},
+        "max_rel_gap_theory_vs_simulation": worst["max_rel_gap"],
+        "max_rel_gap_at": {"t": worst["max_gap_at_t"], "eps_ode": worst["eps_ode_at_max_gap"], "d": worst["d"], "alpha": worst["alpha"]},
+        "median_rel_gap_theory_vs_simulation": float(np.median([c["median_rel_gap"] for c in rows])),
+    }
+
+
 def plateau_share(ts: jax.Array, eps: jax.Array, *, slope: float = 0.2, floor: float = 1e-6) -> float:
     """Share of log-time (over ``ts > 0``, log-spaced) in which the error is flat:
     ``|d ln eps / d ln t| < slope`` on each interval of the grid, weighted by its length in

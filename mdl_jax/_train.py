@@ -341,7 +341,26 @@ def train(
         raise SpecError(f"unknown loss {recipe.loss!r}; choose one of {', '.join(LOSSES)}")
     check_data(recipe, data)
     start = time.perf_counter()
-    placed = {}  # the data on each set of devices, placed once
+    program = _program_maker(data, devices, max_runs_per_chunk)
+    plan = plan_programs(mode_counts(runs), recipe.spec.widths, max_padding=max_padding) if max_padding is not None and runs.mode_mask else []
+    chunks = program(recipe, runs, state) if len(plan) <= 1 else _Programs(recipe, runs, state, plan, program)
+    initial_accuracy = chunks.test_accuracy()
+    if on_start is not None:
+        on_start(initial_accuracy)
+    history = []
+    for epoch in range(start_epoch, start_epoch + epochs):
+        history.append(chunks.epoch(epoch))
+        if on_epoch is not None:
+            on_epoch(epoch, history[-1], chunks.state)
+    empty = np.zeros((0, len(runs.key)))
+    stacked = EpochMetrics(*map(np.stack, zip(*history))) if history else EpochMetrics(*[empty] * len(EpochMetrics._fields))
+    return TrainResult(chunks.state(), initial_accuracy, stacked, time.perf_counter() - start)
+
+
+def _program_maker(data: DataArrays, devices, max_runs_per_chunk) -> Callable[..., _Chunks]:
+    """``program(recipe, runs, state)``: those runs laid out on the devices as chunks, with the
+    data placed once per set of devices."""
+    placed = {}
 
     def program(recipe: Recipe, runs: RunHparams, state: TrainState | None) -> _Chunks:
         layout = plan_layout(np.asarray(runs.key), run_bytes=run_footprint_bytes(recipe),
@@ -351,22 +370,7 @@ def train(
             placed[where] = to_devices(data, layout.replicated)
         return _Chunks(recipe, layout, runs, placed[where], state)
 
-    plan = plan_programs(mode_counts(runs), recipe.spec.widths, max_padding=max_padding) if max_padding is not None and runs.mode_mask else []
-    chunks = program(recipe, runs, state) if len(plan) <= 1 else _Programs(recipe, runs, state, plan, program)
-    initial_accuracy = chunks.test_accuracy()
-    if on_start is not None:
-        on_start(initial_accuracy)
-    history = []
-    for epoch in range(start_epoch, start_epoch + epochs):
-        metrics = chunks.epoch(epoch)
-        history.append(metrics)
-        if on_epoch is not None:
-            on_epoch(epoch, metrics, chunks.state)
-    stacked = (
-        EpochMetrics(*(np.stack(field) for field in zip(*history)))
-        if history else EpochMetrics(*(np.zeros((0, len(runs.key))),) * len(EpochMetrics._fields))
-    )
-    return TrainResult(chunks.state(), initial_accuracy, stacked, time.perf_counter() - start)
+    return program
 
 
 class _Chunks:

@@ -4,6 +4,7 @@ and the entropy landscape with its jumps and hysteresis (solved by BP, or its di
 
 from mdl_jax._landscape import (
     BP_STARTS as BP_STARTS,
+    FITS as FITS,
     BoltzmannFit as BoltzmannFit,
     BPResult as BPResult,
     Ising as Ising,
@@ -22,6 +23,7 @@ from mdl_jax._landscape import (
     exact_moments as exact_moments,
     examine as examine,
     field_sweep as field_sweep,
+    fit_and_examine as fit_and_examine,
     hysteresis as hysteresis,
     mean_energy as mean_energy,
     metropolis as metropolis,

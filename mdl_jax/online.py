@@ -33,6 +33,7 @@ from mdl_jax._online import (
     solve_each as solve_each,
     solve_ode as solve_ode,
     summarise as summarise,
+    summarise_sweep as summarise_sweep,
     teacher_student_groups as teacher_student_groups,
     theory_vs_simulation as theory_vs_simulation,
     time_to_fraction as time_to_fraction,

@@ -78,8 +78,8 @@ def test_fig2_tiny(tmp_path, mnist):
     assert set(saved["least_modes_fit"]) == {"bp", "bp_fanin"}  # one width: no fit yet
     assert saved["least_modes_fit"]["bp"] is None
     assert len(saved["d_dispersion_by_layer"]["mean"]) == 4
-    assert set(saved["overlap"]) == {"mdl", "bp", "bp_fanin"} and len(saved["overlap"]["mdl"]) == 5
-    assert all(0 <= o <= 1 + 1e-6 for o in saved["overlap"]["bp_fanin"])
+    assert set(saved["overlap"]) == {"mdl", "bp", "bp_fanin"} and len(saved["overlap"]["mdl"]["mean"]) == 5
+    assert all(0 <= o <= 1 + 1e-6 for o in saved["overlap"]["bp_fanin"]["mean"])
     with pytest.raises(mdl_jax.ConfigError, match="last_epochs=3"):
         dataclasses.replace(settings, last_epochs=3)
     assert results["wall_time_s"] > 0
@@ -160,7 +160,8 @@ def test_effective_model_fits_agree_on_weakly_coupled_spins():
         settings = em.EffectiveModelSettings(bm_iterations=200, mcmc_iterations=300, mcmc_chains=256, verify_chains=64,
                                              verify_sweeps=200, field_step=0.25, references=2, check_references=1)
         data = landscape.connected_moments(samples)
-        fits = {m: em._fit_and_examine(samples, data, m, settings, jax.random.PRNGKey(2), shallow=False) for m in em.FITS}
+        fits = {m: landscape.fit_and_examine(samples, m, jax.random.PRNGKey(2), data=data, fit_options=settings.fit_options(m),
+                                             examine_options=settings.examine_options(m, shallow=False)) for m in landscape.FITS}
     for fit in fits.values():
         assert fit["metropolis_correlation_error"] < fit["independent_correlation_error"]
         assert fit["hysteresis"] < 1e-3 and len(fit["curves"]) == 2

@@ -274,3 +274,8 @@ def test_shallow_verdicts_apply_the_fixed_thresholds():
     loose = {**fit, "metropolis_correlation_error": 0.02}  # 2.5x the check's noise
     assert ls.shallow_verdicts(loose, [0.05])["shallow_faithful"]["verdict"] == "undecided: the fit does not match the data"
     assert "shallow_authors_procedure" not in ls.shallow_verdicts(fit, [0.05])
+
+
+def test_fit_and_examine_names_an_unknown_fit():
+    with pytest.raises(ValueError, match="unknown fit 'plm'; choose one of mcmc, bp"):
+        ls.fit_and_examine(jnp.ones((4, 3)), "plm", jax.random.PRNGKey(0), fit_options={}, examine_options={})

@@ -27,9 +27,8 @@ from __future__ import annotations
 import dataclasses
 
 from mdl_jax import ConfigError
-from mdl_jax.landscape import BP_STARTS
+from mdl_jax.landscape import BP_STARTS, FITS
 
-FITS = ("mcmc", "bp")
 PARTS = {"LB": slice(0, 300), "ITR": slice(300, 525), "RB": slice(525, 675), "FULL": slice(0, 675)}  # columns of a deep sample
 LANDSCAPE_BP = {"bp": {"damping": 0.0, "tol": 1e-6, "max_sweeps": 3000, "restart": True},  # the authors', for their fit
                 "mcmc": {"damping": 0.5, "tol": 1e-4, "max_sweeps": 1000}}  # undamped BP does not converge on this fit

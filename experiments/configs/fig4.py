@@ -50,6 +50,11 @@ class Fig4Settings:
         if self.ode_solver not in ADAPTIVE_SOLVERS:
             raise ConfigError(f"ode_solver must be one of {', '.join(ADAPTIVE_SOLVERS)}, got {self.ode_solver!r}")
 
+    def configurations(self) -> list[dict]:
+        """Panel (a)'s then panel (b)'s ``{"panel", "d", "alpha"}``."""
+        return ([{"panel": "a", "d": d, "alpha": self.panel_a_alpha} for d in self.panel_a_d]
+                + [{"panel": "b", "d": self.panel_b_d, "alpha": alpha} for alpha in self.panel_b_alpha])
+
 
 QUICK = Fig4Settings(panel_a_d=(30, 60, 100), panel_b_alpha=(0.5, 1.0, 2.0, 3.0), t_max=3e3, n_times=25,
                      seeds=4, teachers=3, n_test=4000)
