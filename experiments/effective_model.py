@@ -1,14 +1,11 @@
-"""Weight-space effective model of binary networks (Zou & Huang 2021): is deep learning
-"liquid-like"?
+"""Weight-space effective model of binary networks (Zou & Huang 2021): is deep learning "liquid-like"?
 
     python -m experiments.effective_model [--quick] [--out DIR] [--data-dir DIR] [--set KEY=VALUE] [--resume]
 
-Trains binary networks on PCA-20 MNIST (deep 20-15-15-10 on all 60,000 images and on 500,
-shallow 20-10) as runs of DIR/runs/, keeps the weight configurations above a test accuracy
-(DIR/samples_<case>.npz, reused while the training settings stay), fits an Ising model to each
-layer (LB, ITR, RB) and network (FULL) by Metropolis moments and by the authors' procedure, and
-examines each fit (:func:`mdl_jax.landscape.examine`); the shallow claim is judged both ways
-(:func:`mdl_jax.landscape.shallow_verdicts`). Settings: experiments/configs/effective_model.py.
+Binary networks trained on PCA-20 MNIST as runs of DIR/runs/; weight samples above an accuracy
+(DIR/samples_<case>.npz); an Ising model per layer and network, fitted and examined both ways
+(:func:`mdl_jax.landscape.fit_and_examine`, :func:`~mdl_jax.landscape.shallow_verdicts`).
+Cases, settings and wall times: experiments/configs/effective_model.py.
 """
 
 from __future__ import annotations
@@ -51,8 +48,7 @@ def run(settings: EffectiveModelSettings, data: mdl_jax.Dataset, out: Path, *, p
     scoring = pca._replace(test_images=pca.test_images[: s.score_images], test_labels=pca.test_labels[: s.score_images])
     results: dict = {"settings": dataclasses.asdict(s), "cases": {}}
     for c, (name, (widths, n_train, epochs, threshold)) in enumerate(s.cases().items()):
-        drawn = _samples(name, widths, n_train, epochs, threshold, pca, scoring, s, out)
-        samples = drawn["samples"]
+        samples = (drawn := _samples(name, widths, n_train, epochs, threshold, pca, scoring, s, out))["samples"]
         case = results["cases"][name] = {"network_accuracy": drawn["network_accuracy"],
                                          "sample_accuracy_mean": float(drawn["accuracy"].mean()), "kept_samples": len(samples)}
         if name != "shallow" and s.hidden_permutations:

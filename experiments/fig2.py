@@ -56,7 +56,8 @@ def run(settings: Fig2Settings, data: mdl_jax.Dataset, out: Path, *, plot: bool 
     x, y = jnp.asarray(data.test_images), jnp.asarray(data.test_labels)  # (e-f): seven layers of width 100
     for method in ("mdl", *s.baselines):
         grid = train((784,) + (100,) * 5 + (10,), method, [s.deep_modes] if method == "mdl" else (None,))
-        results.setdefault("overlap", {})[method] = spread(jax.vmap(lambda p: analysis.layer_overlaps(p, grid.spec, x, y, 10, dim=s.overlap_dim))(grid.params))
+        overlaps = jax.vmap(lambda p: analysis.layer_overlaps(p, grid.spec, x, y, 10, dim=s.overlap_dim))(grid.params)
+        results.setdefault("overlap", {})[method] = spread(overlaps)
         results.setdefault("ef_accuracy", {})[method] = spread(grid.final(s.last_epochs))
     results["wall_time_s"] = time.perf_counter() - start
     common.save(out, "fig2", results, settings, draw(results) if plot else None)
@@ -91,7 +92,8 @@ def draw(results: dict):
     panels = (("(a) 784-100-100-10", "epoch", "test error"), ("(b) accuracy against p", "modes p", "test accuracy (mean of last epochs)"),
               ("(c) 784-N-N-10, against each baseline", "hidden width N", "least number of modes"),
               ("(d) 784-100-100-100-10, p = 30", "layer l", "dispersion of the xi_hat^l"),
-              ("(e) MDL, 7 layers of width 100", "hidden layer", "subspace overlap"), ("(f) baselines, 7 layers of width 100", "hidden layer", "subspace overlap"))
+              ("(e) MDL, 7 layers of width 100", "hidden layer", "subspace overlap"),
+              ("(f) baselines, 7 layers of width 100", "hidden layer", "subspace overlap"))
     for ax, (title, x, y) in zip(axes.flat, panels):
         ax.set(title=title, xlabel=x, ylabel=y)
         if ax.get_legend_handles_labels()[0]:
