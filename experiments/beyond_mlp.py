@@ -28,7 +28,7 @@ def _family(s: BeyondMLPSettings, data, out: Path, family: str, widths, modes, l
     train = lambda method, **kw: common.train_grid(out, method, data, widths, method, seeds=range(s.seeds), lr=s.lr,
                                                    epochs=s.epochs, lr_halving_epochs=s.lr_halving_epochs, **kw)
     plain, moded = train(f"{family}_plain"), train(f"{family}_modes", modes=list(modes))
-    summary = lambda acc, count: {"params": count, "mean": float(np.mean(acc)), "std": float(np.std(acc))}
+    summary = lambda acc, count: {"params": count, **common.spread(acc)}
     finals = common.by_modes(moded, moded.test_accuracy[-1])
     counts = {run["modes"][0]: run["param_count"] for run in moded.runs}
     largest = np.asarray([r for r, run in enumerate(moded.runs) if run["modes"][0] == max(modes)])  # unpadded: all active
@@ -51,9 +51,6 @@ def run(settings: BeyondMLPSettings, data: mdl_jax.Dataset, out: Path, *, plot: 
     x, y = jnp.asarray(data.test_images[: s.analysis_images]), jnp.asarray(data.test_labels[: s.analysis_images])
     results = {"settings": dataclasses.asdict(s), "fractions": np.linspace(0.0, 1.0, s.fractions)}
     families = {"cnn": (models.CNN_WIDTHS, s.cnn_modes, s.cnn_layer), "vit": (models.VIT_WIDTHS, s.vit_modes, s.vit_layer)}
-    unknown = set(s.families) - set(families)
-    if unknown:
-        raise SystemExit(f"error: unknown families {sorted(unknown)} in 'families'; choose from cnn, vit")
     for family in s.families:
         results[family] = _family(s, data, out, family, *families[family], x, y)
     results["wall_time_s"] = time.perf_counter() - start
@@ -68,11 +65,11 @@ def draw(results: dict):
     for ax, family in zip(axes[:2], [f for f in ("cnn", "vit") if f in results]):
         r = results[family]
         ps = sorted(r["modes"], key=int)
-        ax.errorbar([r["modes"][p]["params"] for p in ps], [r["modes"][p]["mean"] for p in ps],
-                    yerr=[r["modes"][p]["std"] for p in ps], marker="o", capsize=2, label="mode layers")
+        common.errorbar(ax, [r["modes"][p]["params"] for p in ps], {k: [r["modes"][p][k] for p in ps] for k in ("mean", "std")},
+                        label="mode layers")
         for p in ps:
             ax.annotate(f"p={p}", (r["modes"][p]["params"], r["modes"][p]["mean"]), fontsize=7)
-        ax.errorbar([r["plain"]["params"]], [r["plain"]["mean"]], yerr=[r["plain"]["std"]], marker="s", color="k", label="plain")
+        common.errorbar(ax, [r["plain"]["params"]], {k: [r["plain"][k]] for k in ("mean", "std")}, marker="s", color="k", label="plain")
         ax.set(xscale="log", xlabel="trainable parameters", ylabel="test accuracy", title=names[family])
         ax.legend(fontsize=8)
     fractions = np.asarray(results["fractions"])

@@ -210,6 +210,13 @@ def test_a_killed_figure_run_resumes_to_the_uninterrupted_results(tmp_path):
     assert {p: p.read_bytes() for p in before} == before and numbers("killed") == numbers("full")
 
 
+def test_beyond_mlp_settings_name_an_unknown_family():
+    from experiments.configs.beyond_mlp import BeyondMLPSettings
+
+    with pytest.raises(mdl_jax.ConfigError, match=r"families: unknown \['mlp'\]; choose from cnn, vit"):
+        BeyondMLPSettings(families=("cnn", "mlp"))
+
+
 @pytest.mark.mnist
 def test_beyond_mlp_tiny(tmp_path, mnist):
     from experiments import beyond_mlp

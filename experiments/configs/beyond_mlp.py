@@ -15,6 +15,10 @@ from __future__ import annotations
 
 import dataclasses
 
+from mdl_jax import ConfigError
+
+FAMILIES = ("cnn", "vit")
+
 
 @dataclasses.dataclass(frozen=True)
 class BeyondMLPSettings:
@@ -31,6 +35,11 @@ class BeyondMLPSettings:
     analysis_images: int = 2000  # test images for the removal curves
     fractions: int = 11
     random_draws: int = 10
+
+    def __post_init__(self):
+        unknown = sorted(set(self.families) - set(FAMILIES))
+        if unknown:
+            raise ConfigError(f"families: unknown {unknown}; choose from {', '.join(FAMILIES)}")
 
 
 QUICK = BeyondMLPSettings(epochs=1, n_train=20_000, cnn_modes=(2, 8), vit_modes=(4, 16), fractions=6, random_draws=4)
