@@ -2,11 +2,9 @@
 
     python -m experiments.fig2 [--quick] [--out DIR] [--data-dir DIR] [--set KEY=VALUE] [--resume]
 
-(a) test error over training; (b) accuracy against p, 1L2P and 1L1P; (c) least p against the
-width N of 784-N-N-10 with its ln N law; (d) pattern dispersion per layer; (e-f) subspace
-overlap per hidden layer of seven-layer networks. Every comparison is made against both
-baselines: standard BP and the authors' (``bp_fanin``). Details, settings and wall times:
-experiments/configs/fig2.py.
+(a) test error over training; (b) accuracy against p; (c) least p against the width N, with
+its ln N law; (d) pattern dispersion per layer; (e-f) subspace overlaps of seven-layer networks;
+each against standard BP and the authors' (``bp_fanin``). Settings: experiments/configs/fig2.py.
 """
 
 from __future__ import annotations

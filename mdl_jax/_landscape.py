@@ -516,8 +516,8 @@ FITS = ("mcmc", "bp")  # fit_and_examine's methods
 
 def fit_and_examine(spins: jax.Array, method: str, key: jax.Array, *, fit_options: dict, examine_options: dict,
                     data: tuple | None = None) -> dict:
-    """The Ising model fitted to ``spins`` by ``method`` with ``fit_options``, then
-    :func:`examine`\ d with ``examine_options``: ``{"fit": method, "rms_moment_error", **examine}``.
+    """Fits an Ising model to ``spins`` by ``method`` with ``fit_options`` and examines the fit
+    with ``examine_options`` (:func:`examine`): ``{"fit": method, "rms_moment_error", **examined}``.
 
     ``method``: ``"bp"``, :func:`boltzmann_learning` (its restarts drawn from the key), or
     ``"mcmc"``, :func:`boltzmann_learning_mcmc`. ``data``: the spins' :func:`connected_moments`
