@@ -15,6 +15,7 @@ reference configuration, swept down and up in a field ``x`` with warm starts.
 from __future__ import annotations
 
 import functools
+import warnings
 from typing import NamedTuple
 
 import jax
@@ -521,7 +522,11 @@ def fit_and_examine(spins: jax.Array, method: str, key: jax.Array, *, fit_option
 
     ``method``: ``"bp"``, :func:`boltzmann_learning` (its restarts drawn from the key), or
     ``"mcmc"``, :func:`boltzmann_learning_mcmc`. ``data``: the spins' :func:`connected_moments`
-    when already computed (e.g. for a second fit of the same spins).
+    when already computed (e.g. for a second fit of the same spins). Warns (``RuntimeWarning``)
+    when the fit misses the data's connected correlations by more than a model without
+    couplings and by more than three times the check's noise: a diverged fit (a persistent-chain
+    fit can fall into a ferromagnetic state whose chains no longer move; one key in the quick
+    effective model does, on 675 spins).
     """
     if method not in FITS:
         raise ValueError(f"unknown fit {method!r}; choose one of {', '.join(FITS)}")
@@ -529,7 +534,14 @@ def fit_and_examine(spins: jax.Array, method: str, key: jax.Array, *, fit_option
     fit = (boltzmann_learning(spins, restart=k_fit, **fit_options) if method == "bp"
            else boltzmann_learning_mcmc(spins, k_fit, **fit_options))
     data = connected_moments(spins) if data is None else data
-    return {"fit": method, "rms_moment_error": float(fit.rms_error), **examine(fit.model, spins, data, k_examine, **examine_options)}
+    examined = examine(fit.model, spins, data, k_examine, **examine_options)
+    error, baseline = examined["metropolis_correlation_error"], examined["independent_correlation_error"]
+    if error > max(baseline, 3 * examined["metropolis_correlation_noise"]):
+        warnings.warn(f"the {method} fit of {spins.shape[1]} spins misses the data's connected correlations by {error:.3g}, more "
+                      f"than a model without couplings ({baseline:.3g}): it has likely diverged (its moment error rose from "
+                      f"{float(fit.history[0]):.3g} to {float(fit.history[-1]):.3g}); fit again with another key or smaller rates",
+                      RuntimeWarning, stacklevel=2)
+    return {"fit": method, "rms_moment_error": float(fit.rms_error), **examined}
 
 
 def examine(
