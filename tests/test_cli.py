@@ -1,6 +1,7 @@
 """Config and command line: errors name the fix; workdirs are complete; resume is exact."""
 
 import json
+import os
 
 import chex
 import jax
@@ -127,3 +128,32 @@ def test_resume_extends_epochs_to_the_numbers_of_a_longer_run(tmp_path):
     assert main(["train", "--resume", str(tmp_path / "short"), "--quiet"]) == 0
     assert (tmp_path / "long" / "metrics.jsonl").read_text() == (tmp_path / "short" / "metrics.jsonl").read_text()
     chex.assert_trees_all_equal(*(mdl_jax.load_params(tmp_path / d, "mdl").params for d in ("long", "short")))
+
+
+def test_cli_splits_the_cpu_into_one_device_per_core_unless_told_otherwise(monkeypatch):
+    from types import SimpleNamespace
+
+    from mdl_jax._cli import _split_cpu
+
+    class Config:
+        def __init__(self, preset=-1, error=False):
+            self.jax_num_cpu_devices, self.error, self.updates = preset, error, []
+
+        def update(self, name, value):
+            if self.error:
+                raise RuntimeError("jax_num_cpu_devices config should be updated before backends are initialized")
+            self.updates.append((name, value))
+
+    def split(devices=None, distributed=False, **config):
+        fake = SimpleNamespace(config=Config(**config))
+        _split_cpu(fake, devices, distributed=distributed)
+        return fake.config.updates
+
+    monkeypatch.delenv("XLA_FLAGS", raising=False)
+    assert split() == [("jax_num_cpu_devices", os.cpu_count())]
+    assert split(devices=1) == [("jax_num_cpu_devices", 1)]
+    assert split(distributed=True) == [] and split(preset=3) == [] and split(error=True) == []  # left as they are
+    monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+    assert split() == [] and split(devices=2) == [("jax_num_cpu_devices", 2)]
+    with pytest.raises(SystemExit, match="--cpu-devices must be at least 1, got 0"):
+        split(devices=0)
