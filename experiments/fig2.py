@@ -33,17 +33,21 @@ def run(settings: Fig2Settings, data: mdl_jax.Dataset, out: Path, *, plot: bool 
                                  weight_decay=s.weight_decay_1l2p if method == "mdl" else s.weight_decay)
     count = lambda method, p=None: mdl_jax.param_count(mdl_jax.make_spec((784, 100, 100, 10), p, method))
     results: dict = {"settings": dataclasses.asdict(s), "a_test_error": {}, "b_accuracy_vs_p": {}}
-    for method in (*s.baselines, "mdl", "mdl_1l1p"):  # (a, b): 784-100-100-10
-        grid = train((784, 100, 100, 10), method, sorted({*s.modes, *s.trajectory_modes}) if "mdl" in method else (None,))
-        errors, final = common.by_modes(grid, 1 - grid.test_accuracy.T), common.by_modes(grid, grid.final(s.last_epochs))
-        shown = {f"mdl_p{p}": p for p in s.trajectory_modes} if method == "mdl" else {method: 0} if method in s.baselines else {}
-        results["a_test_error"].update({name: spread(errors[p]) for name, p in shown.items()})
-        results["b_accuracy_vs_p"][method] = ({**spread(final[0]), "params": count(method)} if method in s.baselines else
-                                              {str(p): {**spread(final[p]), "param_fraction": count(method, p) / count("bp")} for p in s.modes})
+    for b in s.baselines:  # (a, b): 784-100-100-10
+        grid = train((784, 100, 100, 10), b)
+        results["a_test_error"][b] = spread(1 - grid.test_accuracy.T)
+        results["b_accuracy_vs_p"][b] = {**spread(grid.final(s.last_epochs)), "params": count(b)}
+    for method in ("mdl", "mdl_1l1p"):
+        grid = train((784, 100, 100, 10), method, sorted({*s.modes, *s.trajectory_modes}))
+        final = common.by_modes(grid, grid.final(s.last_epochs))
+        results["b_accuracy_vs_p"][method] = {str(p): {**spread(final[p]), "param_fraction": count(method, p) / count("bp")} for p in s.modes}
+        if method == "mdl":
+            errors = common.by_modes(grid, 1 - grid.test_accuracy.T)
+            results["a_test_error"].update({f"mdl_p{p}": spread(errors[p]) for p in s.trajectory_modes})
     least, accuracy = {b: {} for b in s.baselines}, {}  # (c): 784-N-N-10; p > N adds nothing
     for n in s.widths:
-        by_p = common.by_modes(grid := train((784, n, n, 10), "mdl", [p for p in s.width_modes if p <= n], "_width_modes"),
-                               grid.final(s.last_epochs))
+        grid = train((784, n, n, 10), "mdl", [p for p in s.width_modes if p <= n], "_width_modes")
+        by_p = common.by_modes(grid, grid.final(s.last_epochs))
         references = {b: train((784, n, n, 10), b).final(s.last_epochs) for b in s.baselines}
         accuracy[str(n)] = {**{str(p): a.mean() for p, a in by_p.items()}, **{b: r.mean() for b, r in references.items()}}
         for b, reference in references.items():
