@@ -48,8 +48,9 @@ def run(settings: Fig4Settings, out: Path, *, plot: bool = True) -> dict:
     with jax.enable_x64(s.dtype == "float64"):
         ts = online.log_times(s.t_max, s.n_times, t_min=s.t_min)
         found = {d: compare_at(d, sorted({c["alpha"] for c in configs if c["d"] == d}), ts, s, out) for d in dict.fromkeys(c["d"] for c in configs)}
-    results = {"settings": dataclasses.asdict(s), "ts": np.asarray(ts), "teachers_per_alpha": s.teachers,
-               **online.summarise_sweep(np.asarray(ts), configs, [found[c["d"]][c["alpha"]] for c in configs])}
+    ts = np.asarray(ts)
+    results = {"settings": dataclasses.asdict(s), "ts": ts, "teachers_per_alpha": s.teachers,
+               **online.summarise_sweep(ts, configs, [found[c["d"]][c["alpha"]] for c in configs])}
     shares = {f"{c['alpha']:g}": c["plateau_share"] for c in results["configurations"] if c["panel"] == "b"}
     results["plateau"] = {a: {"median": float(np.median(v)), "min": min(v), "max": max(v)} for a, v in shares.items()}
     results["wall_time_s"] = time.perf_counter() - start

@@ -56,18 +56,18 @@ def _split_cpu(jax, devices: int | None, *, distributed: bool) -> None:
     device). The default leaves the CPU as it is in a multi-host run, where the user chose its
     devices (``JAX_NUM_CPU_DEVICES``, ``--xla_force_host_platform_device_count``), and in a
     process whose JAX is already running (``main`` called from Python)."""
-    if devices is None:
-        chosen = jax.config.jax_num_cpu_devices > 0 or "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", "")
-        if distributed or chosen:
-            return
-        try:
-            jax.config.update("jax_num_cpu_devices", os.cpu_count() or 1)
-        except RuntimeError:  # the backends are up: keep their devices
-            pass
+    if devices is not None:
+        if devices < 1:
+            raise SystemExit(f"mdl-jax: error: --cpu-devices must be at least 1, got {devices}")
+        jax.config.update("jax_num_cpu_devices", devices)
         return
-    if devices < 1:
-        raise SystemExit(f"mdl-jax: error: --cpu-devices must be at least 1, got {devices}")
-    jax.config.update("jax_num_cpu_devices", devices)
+    chosen = jax.config.jax_num_cpu_devices > 0 or "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", "")
+    if distributed or chosen:
+        return
+    try:
+        jax.config.update("jax_num_cpu_devices", os.cpu_count() or 1)
+    except RuntimeError:  # the backends are up: keep their devices
+        pass
 
 
 def main(argv: Sequence[str] | None = None) -> int:
