@@ -25,8 +25,7 @@ from experiments.configs.beyond_mlp import QUICK, BeyondMLPSettings
 
 
 def _family(s: BeyondMLPSettings, data, out: Path, family: str, widths, modes, layer: int, x, y) -> dict:
-    train = lambda method, **kw: common.train_grid(out, method, data, widths, method, seeds=range(s.seeds), lr=s.lr,
-                                                   epochs=s.epochs, lr_halving_epochs=s.lr_halving_epochs, **kw)
+    train = lambda method, **kw: common.train_grid(out, method, data, widths, method, **s.recipe(), **kw)
     plain, moded = train(f"{family}_plain"), train(f"{family}_modes", modes=list(modes))
     summary = lambda acc, count: {"params": count, **common.spread(acc)}
     finals = common.by_modes(moded, moded.test_accuracy[-1])
@@ -61,28 +60,23 @@ def run(settings: BeyondMLPSettings, data: mdl_jax.Dataset, out: Path, *, plot: 
 def draw(results: dict):
     plt = common.pyplot()
     fig, axes = plt.subplots(1, 4, figsize=(18, 4.2), constrained_layout=True)
-    names = {"cnn": "CNN (2 conv + dense)", "vit": "ViT (2 blocks, width 64)"}
-    for ax, family in zip(axes[:2], [f for f in ("cnn", "vit") if f in results]):
+    families = [(f, color) for f, color in (("cnn", "tab:blue"), ("vit", "tab:orange")) if f in results]
+    names, fractions = {"cnn": "CNN (2 conv + dense)", "vit": "ViT (2 blocks, width 64)"}, np.asarray(results["fractions"])
+    for ax, (family, color) in zip(axes, families):
         r = results[family]
         ps = sorted(r["modes"], key=int)
-        common.errorbar(ax, [r["modes"][p]["params"] for p in ps], {k: [r["modes"][p][k] for p in ps] for k in ("mean", "std")},
-                        label="mode layers")
+        common.errorbar(ax, [r["modes"][p]["params"] for p in ps], common.stacked(r["modes"][p] for p in ps), label="mode layers")
         for p in ps:
             ax.annotate(f"p={p}", (r["modes"][p]["params"], r["modes"][p]["mean"]), fontsize=7)
-        common.errorbar(ax, [r["plain"]["params"]], {k: [r["plain"][k]] for k in ("mean", "std")}, marker="s", color="k", label="plain")
-        ax.set(xscale="log", xlabel="trainable parameters", ylabel="test accuracy", title=names[family])
-        ax.legend(fontsize=8)
-    fractions = np.asarray(results["fractions"])
-    for family, color in [(f, c) for f, c in (("cnn", "tab:blue"), ("vit", "tab:orange")) if f in results]:
-        r = results[family]
-        tau = np.asarray(r["tau_by_rank"])
-        axes[2].loglog(np.arange(1, len(tau) + 1), tau, "o-", ms=3, color=color, label=f"{family.upper()} layer {r['analysis_layer']}, p = {r['analysis_modes']}")
-        axes[3].plot(fractions, r["removal"]["weakest_first"]["mean"], "-", color=color, label=f"{family.upper()}, weakest tau first")
-        axes[3].plot(fractions, r["removal"]["random"]["mean"], "--", color=color, label=f"{family.upper()}, random")
-    axes[2].set(xlabel="rank", ylabel="tau (mean over seeds)", title="mode spectrum of a middle layer")
-    axes[3].set(xlabel="fraction of the layer's modes removed", ylabel="test accuracy", title="removing modes")
-    for ax in axes[2:]:
-        ax.legend(fontsize=7)
+        common.errorbar(ax, [r["plain"]["params"]], common.stacked([r["plain"]]), marker="s", color="k", label="plain")
+        ax.set(xscale="log")
+        tau, name = np.asarray(r["tau_by_rank"]), family.upper()
+        axes[2].loglog(np.arange(1, len(tau) + 1), tau, "o-", ms=3, color=color, label=f"{name} layer {r['analysis_layer']}, p = {r['analysis_modes']}")
+        axes[3].plot(fractions, r["removal"]["weakest_first"]["mean"], "-", color=color, label=f"{name}, weakest tau first")
+        axes[3].plot(fractions, r["removal"]["random"]["mean"], "--", color=color, label=f"{name}, random")
+    common.label_axes(axes, [(names[f], "trainable parameters", "test accuracy") for f, _ in families])
+    common.label_axes(axes[2:], [("mode spectrum of a middle layer", "rank", "tau (mean over seeds)"),
+                                 ("removing modes", "fraction of the layer's modes removed", "test accuracy")])
     return fig
 
 

@@ -123,6 +123,28 @@ def errorbar(ax, x, spread: dict, **kw):
     return ax.errorbar(x, np.asarray(spread["mean"]), **{"yerr": np.asarray(spread["std"]), "marker": "o", "capsize": 2, **kw})
 
 
+def stacked(spreads) -> dict[str, list]:
+    """A list of :func:`spread` dicts as one: ``{"mean": [...], "std": [...]}`` (for :func:`errorbar`)."""
+    spreads = list(spreads)
+    return {k: [s[k] for s in spreads] for k in ("mean", "std")}
+
+
+def band(ax, x, spread: dict, **kw):
+    """The mean of a :func:`spread` against ``x`` as a line, with a band of one standard deviation."""
+    mean, std = np.asarray(spread["mean"]), np.asarray(spread["std"])
+    line = ax.plot(x, mean, **kw)[0]
+    ax.fill_between(x, mean - std, mean + std, alpha=0.25, color=line.get_color())
+    return line
+
+
+def label_axes(axes, panels, *, fontsize: int = 7) -> None:
+    """Gives each axis its ``(title, xlabel, ylabel)`` and a legend when it has labelled artists."""
+    for ax, (title, x, y) in zip(axes, panels):
+        ax.set(title=title, xlabel=x, ylabel=y)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=fontsize)
+
+
 def cached(path: Path, recipe: dict, compute) -> dict[str, np.ndarray]:
     """The arrays that an earlier run stored at ``path`` with the same ``recipe`` (a JSON-able
     dict of the settings they depend on), else ``compute()``'s (a dict of arrays), stored."""

@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 import mdl_jax
@@ -32,38 +31,31 @@ def _samples(name: str, widths, n_train, epochs: int, threshold: float, pca, sco
         grid = common.train_grid(out, f"binary_{name}", data, widths, "binary", seeds=range(s.networks), lr=s.lr, epochs=epochs,
                                  batch_size=min(200, len(data.train_images)), weight_decay=0.0, lr_halving_epochs=epochs)
         samples, accuracy = binary.weight_samples(grid.params["logits"], scoring, per_network=s.samples_per_network,
-                                                  threshold=threshold, key=jax.random.PRNGKey(len(name)))
-        if len(samples) < 50:
-            raise SystemExit(f"only {len(samples)} {name} samples pass accuracy {threshold}: lower the threshold or train longer")
+                                                  threshold=threshold, key=jax.random.PRNGKey(len(name)), min_kept=50)
         return {"samples": samples, "accuracy": accuracy, "network_accuracy": grid.test_accuracy[-1]}
 
-    return common.cached(out / f"samples_{name}.npz", {
-        "widths": widths, "n_train": n_train, "epochs": epochs, "threshold": threshold, "networks": s.networks, "lr": s.lr,
-        "samples_per_network": s.samples_per_network, "score_images": s.score_images}, train_and_draw)
+    recipe = {"widths": widths, "n_train": n_train, "epochs": epochs, "threshold": threshold,
+              **{k: getattr(s, k) for k in ("networks", "lr", "samples_per_network", "score_images")}}
+    return common.cached(out / f"samples_{name}.npz", recipe, train_and_draw)
 
 
 def run(settings: EffectiveModelSettings, data: mdl_jax.Dataset, out: Path, *, plot: bool = True) -> dict:
-    start, s = time.perf_counter(), settings
+    start, s, methods = time.perf_counter(), settings, [m for m in (settings.fit, settings.compare) if m in FITS]
     pca = binary.pca_project(data)
     scoring = pca._replace(test_images=pca.test_images[: s.score_images], test_labels=pca.test_labels[: s.score_images])
     results: dict = {"settings": dataclasses.asdict(s), "cases": {}}
     for c, (name, (widths, n_train, epochs, threshold)) in enumerate(s.cases().items()):
         samples = (drawn := _samples(name, widths, n_train, epochs, threshold, pca, scoring, s, out))["samples"]
-        case = results["cases"][name] = {"network_accuracy": drawn["network_accuracy"],
-                                         "sample_accuracy_mean": float(drawn["accuracy"].mean()), "kept_samples": len(samples)}
         if name != "shallow" and s.hidden_permutations:
             samples = binary.permute_hidden_units(samples, widths, jax.random.PRNGKey(100 + c), copies=s.hidden_permutations)
-        for p, part in enumerate(["FULL"] if name == "shallow" else PARTS):
-            tic, spins = time.perf_counter(), jnp.asarray(samples[:, PARTS[part]], jnp.float32)  # shallow: FULL is every column
-            data, key = landscape.connected_moments(spins), jax.random.PRNGKey(1000 * c + p)  # both fits on the same references
-            fits = [landscape.fit_and_examine(spins, m, key, data=data, fit_options=s.fit_options(m),
-                                              examine_options=s.examine_options(m, name == "shallow")) for m in (s.fit, s.compare) if m in FITS]
-            print(f"{name} {part}: {time.perf_counter() - tic:.0f} s; " + "; ".join(
-                f"{f['fit']}: max s {f['max_entropy']:.3f}, BP jump {f['max_distance_jump']:.3f} loop {f['hysteresis']:.3f}, "
-                f"chains loop {f.get('metropolis_hysteresis', np.nan):.3f}" for f in fits), flush=True)
-            if len(fits) > 1 and name != "shallow":  # the comparison's curves are kept for the shallow figure only
-                fits[1] = {k: v for k, v in fits[1].items() if k not in ("curves", "metropolis_curves")}
-            case[part] = {**fits[0], "comparison": fits[1]} if len(fits) > 1 else fits[0]
+        shallow = name == "shallow"  # one part, every column
+        results["cases"][name] = {
+            "network_accuracy": drawn["network_accuracy"], "sample_accuracy_mean": float(drawn["accuracy"].mean()),
+            "kept_samples": len(drawn["samples"]),
+            **landscape.fit_parts(samples, {"FULL": PARTS["FULL"]} if shallow else PARTS, methods, 1000 * c,
+                                  fit_options={m: s.fit_options(m) for m in methods}, comparison_curves=shallow,
+                                  examine_options={m: s.examine_options(m, shallow) for m in methods},
+                                  log=lambda line: print(f"{name} {line}", flush=True))}
     by_fit = lambda r: {f["fit"]: f for f in (r, r.get("comparison")) if f}
     shallow = by_fit(results["cases"]["shallow"]["FULL"])
     deep = [by_fit(results["cases"][c][part]).get("mcmc", {}).get("metropolis_hysteresis") for c in ("under", "over") for part in PARTS]

@@ -28,9 +28,8 @@ LABELS = {"bp": "BP", "bp_fanin": "BP / sqrt(N) (authors')", "mdl": "MDL 1L2P", 
 def run(settings: Fig2Settings, data: mdl_jax.Dataset, out: Path, *, plot: bool = True) -> dict:
     start, s, spread = time.perf_counter(), settings, common.spread
     def train(widths, method, modes=(None,), tag=""):
-        return common.train_grid(out, "-".join(map(str, widths)) + f"_{method}{tag}", data, widths, method, modes=modes, seeds=range(s.seeds),
-                                 lr=s.lr, epochs=s.epochs, lr_halving_epochs=s.lr_halving_epochs,
-                                 weight_decay=s.weight_decay_1l2p if method == "mdl" else s.weight_decay)
+        grid = "-".join(map(str, widths)) + f"_{method}{tag}"
+        return common.train_grid(out, grid, data, widths, method, modes=modes, **s.recipe(weight_decay=s.weight_decay_of(method)))
     count = lambda method, p=None: mdl_jax.param_count(mdl_jax.make_spec((784, 100, 100, 10), p, method))
     results: dict = {"settings": dataclasses.asdict(s), "a_test_error": {}, "b_accuracy_vs_p": {}}
     for b in s.baselines:  # (a, b): 784-100-100-10
@@ -39,10 +38,9 @@ def run(settings: Fig2Settings, data: mdl_jax.Dataset, out: Path, *, plot: bool 
         results["b_accuracy_vs_p"][b] = {**spread(grid.final(s.last_epochs)), "params": count(b)}
     for method in ("mdl", "mdl_1l1p"):
         grid = train((784, 100, 100, 10), method, sorted({*s.modes, *s.trajectory_modes}))
-        final = common.by_modes(grid, grid.final(s.last_epochs))
+        final, errors = common.by_modes(grid, grid.final(s.last_epochs)), common.by_modes(grid, 1 - grid.test_accuracy.T)
         results["b_accuracy_vs_p"][method] = {str(p): {**spread(final[p]), "param_fraction": count(method, p) / count("bp")} for p in s.modes}
         if method == "mdl":
-            errors = common.by_modes(grid, 1 - grid.test_accuracy.T)
             results["a_test_error"].update({f"mdl_p{p}": spread(errors[p]) for p in s.trajectory_modes})
     least, accuracy = {b: {} for b in s.baselines}, {}  # (c): 784-N-N-10; p > N adds nothing
     for n in s.widths:
@@ -71,35 +69,29 @@ def draw(results: dict):
     fig, axes = plt.subplots(2, 3, figsize=(15, 8), constrained_layout=True)
     baselines, panel = results["settings"]["baselines"], results["b_accuracy_vs_p"]
     for name, curve in results["a_test_error"].items():
-        mean, std = np.asarray(curve["mean"]), np.asarray(curve["std"])
-        axes[0, 0].plot(epochs := np.arange(1, len(mean) + 1), mean, label=LABELS.get(name, name.replace("mdl_p", "MDL p = ")))
-        axes[0, 0].fill_between(epochs, mean - std, mean + std, alpha=0.25)
+        common.band(axes[0, 0], np.arange(1, len(curve["mean"]) + 1), curve, label=LABELS.get(name, name.replace("mdl_p", "MDL p = ")))
     for method in ("mdl", "mdl_1l1p"):
         ps = sorted(panel[method], key=int)
-        common.errorbar(axes[0, 1], [int(p) for p in ps], {k: [panel[method][p][k] for p in ps] for k in ("mean", "std")}, label=LABELS[method])
+        common.errorbar(axes[0, 1], [int(p) for p in ps], common.stacked(panel[method][p] for p in ps), label=LABELS[method])
     for b, style, marker in zip(baselines, ("--", ":"), "os"):
         axes[0, 1].axhline(panel[b]["mean"], color="k", ls=style, label=LABELS[b])
         found, fit = sorted((int(n), p) for n, p in results["least_modes"][b].items() if p is not None), results["least_modes_fit"][b]
-        fit_label = f": {fit['slope']:.1f} ln N + {fit['intercept']:.1f}, R² {fit['r2']:.2f}" if fit else ""
         if found:
-            line = axes[0, 2].plot(*zip(*found), marker=marker, label=LABELS[b] + fit_label)[0]
-            if fit:
-                n = np.geomspace(found[0][0], found[-1][0], 50)
-                axes[0, 2].plot(n, fit["slope"] * np.log(n) + fit["intercept"], "--", color=line.get_color())
+            law = f": {fit['slope']:.1f} ln N + {fit['intercept']:.1f}, R² {fit['r2']:.2f}" if fit else ""
+            line = axes[0, 2].plot(*zip(*found), marker=marker, label=LABELS[b] + law)[0]
+        if fit:  # found at two widths or more
+            n = np.geomspace(found[0][0], found[-1][0], 50)
+            axes[0, 2].plot(n, fit["slope"] * np.log(n) + fit["intercept"], "--", color=line.get_color())
     common.errorbar(axes[1, 0], np.arange(1, len(results["d_dispersion_by_layer"]["mean"]) + 1), results["d_dispersion_by_layer"])
     for ax, shown in ((axes[1, 1], ["mdl"]), (axes[1, 2], baselines)):
         for method in ("mdl", *baselines):
             kw = dict(yerr=None, marker=None, ls=":", color="gray") if method not in shown else {}
             common.errorbar(ax, np.arange(1, len(results["overlap"][method]["mean"]) + 1), results["overlap"][method], label=LABELS[method], **kw)
-    panels = (("(a) 784-100-100-10", "epoch", "test error"), ("(b) accuracy against p", "modes p", "test accuracy (mean of last epochs)"),
-              ("(c) 784-N-N-10, against each baseline", "hidden width N", "least number of modes"),
-              ("(d) 784-100-100-100-10, p = 30", "layer l", "dispersion of the xi_hat^l"),
-              ("(e) MDL, 7 layers of width 100", "hidden layer", "subspace overlap"),
-              ("(f) baselines, 7 layers of width 100", "hidden layer", "subspace overlap"))
-    for ax, (title, x, y) in zip(axes.flat, panels):
-        ax.set(title=title, xlabel=x, ylabel=y)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7)
+    common.label_axes(axes.flat, (("(a) 784-100-100-10", "epoch", "test error"), ("(b) accuracy against p", "modes p", "test accuracy (mean of last epochs)"),
+                                  ("(c) 784-N-N-10, against each baseline", "hidden width N", "least number of modes"),
+                                  ("(d) 784-100-100-100-10, p = 30", "layer l", "dispersion of the xi_hat^l"),
+                                  ("(e) MDL, 7 layers of width 100", "hidden layer", "subspace overlap"),
+                                  ("(f) baselines, 7 layers of width 100", "hidden layer", "subspace overlap")))
     axes[0, 0].set(yscale="log"), axes[0, 2].set(xscale="log"), axes[1, 1].set(ylim=(0, 1.02)), axes[1, 2].set(ylim=(0, 1.02))
     return fig
 

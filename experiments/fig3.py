@@ -35,8 +35,7 @@ def run(settings: Fig3Settings, data: mdl_jax.Dataset, out: Path, *, plot: bool 
     start = time.perf_counter()
     s = settings
     widths = (784, 100, 100, 10)
-    grid = common.train_grid(out, "mdl_1l1p", data, widths, "mdl_1l1p", modes=[s.modes], seeds=range(s.seeds), lr=s.lr,
-                             epochs=s.epochs, lr_halving_epochs=s.lr_halving_epochs)
+    grid = common.train_grid(out, "mdl_1l1p", data, widths, "mdl_1l1p", modes=[s.modes], **s.recipe())
     x, y = jnp.asarray(data.test_images), jnp.asarray(data.test_labels)
     fractions = jnp.linspace(0.0, 1.0, s.fractions)
     keys = jnp.stack([jax.random.PRNGKey(r) for r in range(len(grid.runs))])  # run r's random orders

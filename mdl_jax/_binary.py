@@ -110,11 +110,11 @@ def configuration_accuracy(weights: list[jax.Array], x: jax.Array, y: jax.Array,
 
 
 def weight_samples(
-    logits: list[jax.Array], dataset: Dataset, *, per_network: int, threshold: float, key: jax.Array,
+    logits: list[jax.Array], dataset: Dataset, *, per_network: int, threshold: float, key: jax.Array, min_kept: int = 1,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Draws ``per_network`` configurations from every trained network (``logits``: the
     ``binary`` method's ``params["logits"]`` with a leading network axis) and keeps those whose
-    test accuracy reaches ``threshold``.
+    test accuracy reaches ``threshold``: at least ``min_kept`` of them, else a ``ValueError``.
 
     Returns:
       ``(samples, accuracies)``: spins in {-1, +1} of shape ``(kept, N)`` (layers flattened in
@@ -129,6 +129,9 @@ def weight_samples(
         flat = np.concatenate([np.asarray(w).reshape(per_network, -1) for w in weights], axis=1)
         kept.append(flat[good].astype(np.int8))
         accuracies.append(accuracy[good])
+    if sum(map(len, kept)) < min_kept:
+        raise ValueError(f"only {sum(map(len, kept))} samples reach accuracy {threshold} (at least {min_kept} wanted): "
+                         "lower the threshold, or train the networks longer")
     return np.concatenate(kept), np.concatenate(accuracies)
 
 

@@ -15,8 +15,9 @@ reference configuration, swept down and up in a field ``x`` with warm starts.
 from __future__ import annotations
 
 import functools
+import time
 import warnings
-from typing import NamedTuple
+from typing import Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -542,6 +543,35 @@ def fit_and_examine(spins: jax.Array, method: str, key: jax.Array, *, fit_option
                       f"{float(fit.history[0]):.3g} to {float(fit.history[-1]):.3g}); fit again with another key or smaller rates",
                       RuntimeWarning, stacklevel=2)
     return {"fit": method, "rms_moment_error": float(fit.rms_error), **examined}
+
+
+def describe(fit: dict) -> str:
+    """One line on an examined fit (:func:`fit_and_examine`): its entropy, jump and loops."""
+    return (f"{fit['fit']}: max s {fit['max_entropy']:.3f}, BP jump {fit['max_distance_jump']:.3f} loop {fit['hysteresis']:.3f}, "
+            f"chains loop {fit.get('metropolis_hysteresis', np.nan):.3f}")
+
+
+def fit_parts(samples, parts: dict, methods: Sequence[str], seed: int, *, fit_options: dict, examine_options: dict,
+              comparison_curves: bool = True, log: Callable[[str], None] | None = None) -> dict:
+    """Fits and examines the columns ``parts[name]`` of ``samples`` by each of ``methods``
+    (:func:`fit_and_examine`, with ``fit_options[method]`` and ``examine_options[method]``).
+
+    The fits of the ``i``-th part share the key ``PRNGKey(seed + i)`` and the data's moments.
+    Returns ``{name: first fit}``, the second (if any) under ``"comparison"``, without its
+    curves unless ``comparison_curves``; ``log`` gets one line per part.
+    """
+    out = {}
+    for i, (name, columns) in enumerate(parts.items()):
+        tic, spins = time.perf_counter(), jnp.asarray(samples[:, columns], jnp.float32)
+        data, key = connected_moments(spins), jax.random.PRNGKey(seed + i)  # every fit on the same references
+        fits = [fit_and_examine(spins, m, key, data=data, fit_options=fit_options[m], examine_options=examine_options[m])
+                for m in methods]
+        if log is not None:
+            log(f"{name}: {time.perf_counter() - tic:.0f} s; " + "; ".join(map(describe, fits)))
+        if len(fits) > 1 and not comparison_curves:
+            fits[1] = {k: v for k, v in fits[1].items() if k not in ("curves", "metropolis_curves")}
+        out[name] = {**fits[0], "comparison": fits[1]} if len(fits) > 1 else fits[0]
+    return out
 
 
 def examine(

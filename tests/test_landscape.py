@@ -182,6 +182,8 @@ def test_binary_networks_train_through_the_trainer_on_pca20_mnist(mnist):
         assert not np.allclose(logits[0], again[0])  # other seeds, other networks
         scoring = pca._replace(test_images=pca.test_images[:2000], test_labels=pca.test_labels[:2000])
         samples, accuracy = binary.weight_samples(logits, scoring, per_network=200, threshold=0.5, key=jax.random.PRNGKey(0))
+        with pytest.raises(ValueError, match="0 samples reach accuracy 1.01"):
+            binary.weight_samples(logits, scoring, per_network=2, threshold=1.01, key=jax.random.PRNGKey(0))
     assert samples.shape[1] == 20 * 15 + 15 * 15 + 15 * 10 and set(np.unique(samples)) <= {-1, 1}
     assert len(samples) == len(accuracy) and np.all(accuracy >= 0.5)
     first = [jnp.asarray(w[0], jnp.float32) for w in binary.split_layers(samples[:1], (20, 15, 15, 10))]

@@ -16,12 +16,13 @@ from __future__ import annotations
 import dataclasses
 
 from mdl_jax import ConfigError
+from experiments.configs import Recipe
 
 FAMILIES = ("cnn", "vit")
 
 
 @dataclasses.dataclass(frozen=True)
-class BeyondMLPSettings:
+class BeyondMLPSettings(Recipe):
     families: tuple[str, ...] = ("cnn", "vit")  # the models to train
     seeds: int = 5
     epochs: int = 10

@@ -19,10 +19,11 @@ from __future__ import annotations
 import dataclasses
 
 from mdl_jax import ConfigError
+from experiments.configs import Recipe
 
 
 @dataclasses.dataclass(frozen=True)
-class Fig2Settings:
+class Fig2Settings(Recipe):
     seeds: int = 5
     epochs: int = 150
     lr: float = 3e-3
@@ -37,6 +38,9 @@ class Fig2Settings:
     weight_decay: float = 1e-4  # 1L1P and the baselines (the authors' scripts)
     weight_decay_1l2p: float = 1e-3  # 1L2P (Fig2/MDL-1L2P.py)
     last_epochs: int = 5  # accuracies (least p included) are means over each run's last epochs
+
+    def weight_decay_of(self, method: str) -> float:
+        return self.weight_decay_1l2p if method == "mdl" else self.weight_decay
 
     def __post_init__(self):
         if not 1 <= self.last_epochs <= self.epochs:

@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import dataclasses
 
+from experiments.configs import Recipe
+
 
 @dataclasses.dataclass(frozen=True)
-class Fig3Settings:
+class Fig3Settings(Recipe):
     seeds: int = 10
     epochs: int = 150
     lr: float = 1e-2  # the authors' Fig. 3 recipe (1L1P, p = 70, lr 0.01 halving every 30 epochs)
