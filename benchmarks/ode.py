@@ -21,7 +21,8 @@ Setting: d = 100, alpha = 1 (p = 4), m = k = 8, eta = 5, horizon t = 1e5.
 * ``sim_samples_per_s``: online SGD samples per second, all runs together, of the full Fig. 4's
   program at d = 100 (alpha = 0.5, 1, 2, 4 x 5 teachers x 8 seeds = 160 runs learning from 8
   input streams, ``online.theory_vs_simulation``), the seeds spread over one CPU device per core;
-  timed over t <= ``--sim-t``.
+  timed over t <= ``--sim-t``, in the figure's ``simulation_dtype`` (``sim_dtype``; float32
+  unless ``--simulation-dtype float64``; teachers, students and the ODE stay float64).
 * ``full_fig4_s``: the full Fig. 4 (``experiments/configs/fig4.py``), extrapolated from measured
   parts: each dimension's simulation at the rate measured over t <= ``--sim-t``, its test
   evaluations (``n_times`` on the fixed set of ``n_test`` samples) at their measured cost, and
@@ -32,6 +33,7 @@ numba is a benchmark-only dependency (``pip install numba``).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -130,11 +132,12 @@ def solver_table(op0, a, eta, ts, tolerances=(1e-3, 1e-4, 1e-5, 1e-6, 3e-7, 1e-7
 def full_fig4(s: Fig4Settings, stretch_t: float) -> tuple[float, dict]:
     """(samples/s of the d = 100 program, the full Fig. 4's time per dimension), from measured parts."""
     configs = [(d, s.panel_a_alpha) for d in s.panel_a_d] + [(s.panel_b_d, alpha) for alpha in s.panel_b_alpha]
-    setups = online.teacher_student_groups(configs, hidden=s.hidden, teachers=s.teachers, seed=s.seed, dtype=jnp.float64)
+    setups = online.teacher_student_groups(configs, hidden=s.hidden, teachers=s.teachers, seed=s.seed, dtype=jnp.dtype(s.dtype))
     keys = _online._shard_seeds(jax.random.split(jax.random.PRNGKey(1), s.seeds))
     ts, parts = online.log_times(s.t_max, s.n_times, t_min=s.t_min), {}
     for d in dict.fromkeys(d for d, _ in setups):
-        groups = [setup[1:] for c, setup in setups.items() if c[0] == d]
+        exact = [setup[1:] for c, setup in setups.items() if c[0] == d]  # the ODE's, in s.dtype
+        groups = jax.tree.map(lambda a: a.astype(s.simulation_dtype), exact)  # the simulation's
         runs = s.seeds * sum(t.xi_hat.shape[0] for t, _ in groups)
 
         def timed(saves, n_test):
@@ -145,10 +148,10 @@ def full_fig4(s: Fig4Settings, stretch_t: float) -> tuple[float, dict]:
         stretch = jnp.asarray([0, round(stretch_t * d)], jnp.int32)
         rate = runs * int(stretch[-1]) / timed(stretch, 1000)
         test_s = timed(jnp.zeros(2, jnp.int32), s.n_test) / 2  # two evaluations on the fixed set (drawn once)
-        ops = [jax.vmap(lambda t, st: online.order_parameters(st.weights(), t.weights()))(t, st) for t, st in groups]
+        ops = [jax.vmap(lambda t, st: online.order_parameters(st.weights(), t.weights()))(t, st) for t, st in exact]
         start = time.perf_counter()
         jax.block_until_ready(online.solve_each(jax.tree.map(lambda *a: jnp.concatenate(a), *ops),
-                                                jnp.concatenate([jax.vmap(online.mode_coupling)(st) for _, st in groups]), s.eta, ts,
+                                                jnp.concatenate([jax.vmap(online.mode_coupling)(st) for _, st in exact]), s.eta, ts,
                                                 solver=s.ode_solver))
         ode_s = time.perf_counter() - start  # compiled and run once, as the figure does
         sim_s = runs * round(s.t_max * d) / rate
@@ -164,6 +167,7 @@ def main() -> None:
     parser.add_argument("--fine-t", type=float, default=100.0, help="horizon of the fine-Euler check")
     parser.add_argument("--sim-t", type=float, default=100.0, help="horizon t of the timed simulation stretches")
     parser.add_argument("--table", action="store_true", help="also time every solver and tolerance (minutes)")
+    parser.add_argument("--simulation-dtype", choices=("float32", "float64"), help="of the SGD runs (default: the figure's)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
@@ -193,7 +197,8 @@ def main() -> None:
     fine = online.solve_ode(op0, a, eta, fine_ts, method="euler", d=10 * d, max_steps=int(args.fine_t * 10 * d) + 10)
     fine_dev = _max_deviation(coarse, fine)
 
-    sim_rate, fig4_parts = full_fig4(Fig4Settings(), args.sim_t)
+    settings = dataclasses.replace(Fig4Settings(), **({"simulation_dtype": args.simulation_dtype} if args.simulation_dtype else {}))
+    sim_rate, fig4_parts = full_fig4(settings, args.sim_t)
 
     results = {
         "setting": {"d": d, "alpha": alpha, "p": p, "m": hidden, "k": hidden, "eta": eta, "t_max": t_max},
@@ -208,6 +213,7 @@ def main() -> None:
         "euler_max_abs_dev_vs_numba": euler_dev,
         "max_abs_dev_adaptive_vs_fine_euler": fine_dev,
         "fine_euler_horizon_t": args.fine_t,
+        "sim_dtype": settings.simulation_dtype,
         "sim_samples_per_s": sim_rate,
         "full_fig4_s": sum(part["total_s"] for part in fig4_parts.values()),
         "full_fig4_extrapolated": True,

@@ -34,7 +34,7 @@ def compare_at(d: int, alphas: list[float], ts, s: Fig4Settings, out: Path) -> d
         found = online.theory_vs_simulation(
             [(d, alpha) for alpha in alphas], ts, hidden=s.hidden, eta=s.eta, seeds=s.seeds, n_test=s.n_test,
             teachers=s.teachers, seed=s.seed, redraw_above=0.01 if s.redraw_student else None, fixed_test=s.fixed_test,
-            common_inputs=s.common_inputs, solver=s.ode_solver, dtype=jnp.dtype(s.dtype))
+            common_inputs=s.common_inputs, solver=s.ode_solver, dtype=jnp.dtype(s.dtype), simulation_dtype=jnp.dtype(s.simulation_dtype))
         return {f"{alpha:g}_{f}": np.asarray(getattr(c, f)) for alpha, c in zip(alphas, found) for f in fields}
 
     arrays = common.cached(out / f"d{d}.npz", {**dataclasses.asdict(s), "d": d, "alphas": alphas}, compute)
@@ -43,9 +43,9 @@ def compare_at(d: int, alphas: list[float], ts, s: Fig4Settings, out: Path) -> d
 
 
 def run(settings: Fig4Settings, out: Path, *, plot: bool = True) -> dict:
-    """Computes both panels (in ``settings.dtype``) and writes the figure and results into ``out``."""
+    """Computes both panels (in ``settings.dtype``, SGD in ``settings.simulation_dtype``) and writes the figure and results into ``out``."""
     start, s, configs = time.perf_counter(), settings, settings.configurations()
-    with jax.enable_x64(s.dtype == "float64"):
+    with jax.enable_x64("float64" in (s.dtype, s.simulation_dtype)):
         ts = online.log_times(s.t_max, s.n_times, t_min=s.t_min)
         found = {d: compare_at(d, sorted({c["alpha"] for c in configs if c["d"] == d}), ts, s, out) for d in dict.fromkeys(c["d"] for c in configs)}
     ts = np.asarray(ts)

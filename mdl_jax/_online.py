@@ -511,7 +511,7 @@ def teacher_student_groups(
 def theory_vs_simulation(
     configurations: list[tuple[int, float]], ts: jax.Array, *, hidden: int, eta: float, seeds: int, n_test: int,
     teachers: int = 1, seed: int = 0, redraw_above: float | None = None, fixed_test: bool = False,
-    common_inputs: bool = True, solver: str = "rosenbrock23", dtype=None,
+    common_inputs: bool = True, solver: str = "rosenbrock23", dtype=None, simulation_dtype=None,
 ) -> list[TheoryVsSimulation]:
     """The mean-field ODE against online SGD for each ``(d, alpha)`` of ``configurations``.
 
@@ -529,7 +529,9 @@ def theory_vs_simulation(
       with ``fixed_test`` its own test set, drawn from ``fold_in(fold_in(base, j), seeds)``
       (``base = fold_in(PRNGKey(seed + 1), d)``).
 
-    A configuration listed twice (one point of both panels) is computed once.
+    A configuration listed twice (one point of both panels) is computed once. Teachers,
+    students and the ODE are in ``dtype``; the SGD runs (inputs, patterns, ``eps_g``) in
+    ``simulation_dtype`` (default: ``dtype``), from the same teachers and initial students.
     """
     setups = teacher_student_groups(configurations, hidden=hidden, teachers=teachers, seed=seed, redraw_above=redraw_above,
                                     dtype=dtype)
@@ -540,7 +542,7 @@ def theory_vs_simulation(
     eps_sim = {}
     for d in dict.fromkeys(d for d, _ in unique):
         at_d = [c for c in unique if c[0] == d]
-        groups = [setups[c][1:] for c in at_d]
+        groups = jax.tree.map(lambda a: a.astype(simulation_dtype or a.dtype), [setups[c][1:] for c in at_d])
         base = jax.random.fold_in(jax.random.PRNGKey(seed + 1), d)
         steps = jnp.round(ts * d).astype(jnp.int32)
 
@@ -550,13 +552,13 @@ def theory_vs_simulation(
         if common_inputs:
             per_seed = jax.jit(jax.vmap(simulate, in_axes=(0, None, None)))
             out = per_seed(_shard_seeds(jax.random.split(base, seeds)), groups, jax.random.fold_in(base, seeds))
-            eps = [np.swapaxes(np.asarray(e), 0, 1) for e in out]  # (teachers, seeds, T)
+            eps = [np.swapaxes(np.asarray(e, np.float64), 0, 1) for e in out]  # (teachers, seeds, T)
         else:
             alone = lambda key, groups, test_key: simulate(key, jax.tree.map(lambda a: a[None], groups), test_key)
             per_teacher = jax.jit(jax.vmap(jax.vmap(alone, in_axes=(0, None, None))))
             keys = jnp.stack([jax.random.split(jax.random.fold_in(base, j), seeds) for j in range(teachers)])
             test_keys = jnp.stack([jax.random.fold_in(jax.random.fold_in(base, j), seeds) for j in range(teachers)])
-            eps = [np.asarray(e)[:, :, 0] for e in per_teacher(_shard_seeds(keys, 1), groups, test_keys)]
+            eps = [np.asarray(e, np.float64)[:, :, 0] for e in per_teacher(_shard_seeds(keys, 1), groups, test_keys)]
         eps_sim.update(zip(at_d, eps))
     out = {}
     for index, c in enumerate(setups):

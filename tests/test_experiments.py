@@ -7,6 +7,7 @@ import jax
 import pytest
 
 import mdl_jax
+from mdl_jax import ConfigError
 
 from experiments import common, fig4
 
@@ -39,6 +40,8 @@ def test_fig4_tiny(tmp_path, capsys):
     args = common.parser(fig4.__doc__).parse_args(["--quick", "--set", "dtype=bfloat16"])
     with pytest.raises(SystemExit, match="error: dtype must be float32 or float64, got 'bfloat16'"):  # as the command line says it
         common.settings_from(args, fig4.Fig4Settings(), fig4.QUICK)
+    with pytest.raises(ConfigError, match="simulation_dtype must be float32 or float64, got 'float16'"):
+        dataclasses.replace(fig4.QUICK, simulation_dtype="float16")
 
 
 def _mnist_slice(mnist, n_train=6000, n_test=2000):
@@ -173,6 +176,7 @@ def test_effective_model_fits_agree_on_weakly_coupled_spins():
 KILLED_FIGURE = """
 import functools, os, signal, sys
 import mdl_jax
+from mdl_jax import ConfigError
 from experiments import fig1
 kill = lambda method, epoch: os.kill(os.getpid(), signal.SIGKILL)
 mdl_jax.train_and_evaluate = functools.partial(mdl_jax.train_and_evaluate, on_checkpoint=kill)

@@ -239,6 +239,21 @@ def test_fixed_test_set_is_shared_and_plateau_measures():
     assert online.time_to_fraction(ts, eps) == 1000.0 and online.time_to_fraction(ts, eps, fraction=1e-3) is None
 
 
+def test_float32_simulation_follows_the_float64_one_from_the_same_students():
+    """``simulation_dtype``: SGD in float32 from the float64 teachers and students draws its own
+    inputs, so it agrees with the float64 SGD within the seeds' noise (threshold fixed
+    beforehand: every seed mean within 4 standard errors of the difference)."""
+    ts = online.log_times(30.0, 8)
+    run = lambda dtype: online.theory_vs_simulation([(50, 1.0)], ts, hidden=4, eta=5.0, seeds=8, n_test=2000, teachers=2,
+                                                    fixed_test=True, simulation_dtype=dtype)[0]
+    single, double = run(jnp.float32), run(None)
+    assert single.eps_sim.dtype == np.float64 and single.eps_sim.shape == double.eps_sim.shape == (2, 8, 8)
+    np.testing.assert_array_equal(single.eps_ode, double.eps_ode)  # the ODE stays in float64
+    error = np.sqrt((single.eps_sim.var(1, ddof=1) + double.eps_sim.var(1, ddof=1)) / 8)[:, 1:]  # t = 0: no spread
+    z = np.abs(single.eps_sim.mean(1) - double.eps_sim.mean(1))[:, 1:] / error
+    assert float(z.max()) < 4.0, z
+
+
 SHARDED_SIMULATION = """
 import json, sys
 import jax

@@ -3,16 +3,18 @@
 Command (full: t <= 1e5, 5 teachers x 8 seeds per configuration, d = 30-200 at alpha = 1,
 alpha = 0.5-4 at d = 100, eps_g on a fixed set of 1e5 test samples)::
 
-    python -m experiments.fig4 --out runs/fig4          # 2,014 s on 2 CPU cores with ode_solver=kvaerno5 (2026-11-26)
+    python -m experiments.fig4 --out runs/fig4          # 837 s on 2 CPU cores (2026-11-26; float64 SGD: 2,014 s)
 
-Expected (docs/results.md): up to t = 100 the gap to the ODE is 0.011-0.238 per teacher for
-d >= 50, 0.94-1.75 seed standard errors; the plateau share at d = 100 does not fall with alpha
+Expected (docs/results.md): up to t = 100 the gap to the ODE is 0.009-0.294 per teacher for
+d >= 50, 0.94-2.36 seed standard errors; the plateau share at d = 100 does not fall with alpha
 (medians 0.30 / 0.22 / 0.21 / 0.43 for alpha = 0.5 / 1 / 2 / 4), and at alpha = 4 two of five
 teachers are still on a plateau at t = 1e5. Each d is stored as it finishes (``d<d>.npz``);
 ``--resume`` continues a killed run from there.
 
 --quick (t <= 3e3, 3 teachers x 4 seeds): about 1 minute on 2 CPU cores. ``dtype`` is the
-precision of the ODE and of the simulation, in force for this run only.
+precision of the teachers, students and ODE, ``simulation_dtype`` that of the SGD runs (float32
+SGD follows float64 SGD within the seeds' noise down to eps_g of about 1e-14, at 1.7-2.1x the speed;
+docs/results.md), both in force for this run only.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ from mdl_jax.online import ADAPTIVE_SOLVERS
 
 @dataclasses.dataclass(frozen=True)
 class Fig4Settings:
-    dtype: str = "float64"  # of the ODE and the simulation
+    dtype: str = "float64"  # of the teachers, the initial students and the ODE
+    simulation_dtype: str = "float32"  # of the SGD runs (float64: twice the time; the same curves within the seeds' noise)
     panel_a_d: tuple[int, ...] = (30, 50, 100, 200)
     panel_a_alpha: float = 1.0
     panel_b_d: int = 100
@@ -45,8 +48,9 @@ class Fig4Settings:
     seed: int = 0
 
     def __post_init__(self):
-        if self.dtype not in ("float32", "float64"):
-            raise ConfigError(f"dtype must be float32 or float64, got {self.dtype!r}")
+        for name in ("dtype", "simulation_dtype"):
+            if getattr(self, name) not in ("float32", "float64"):
+                raise ConfigError(f"{name} must be float32 or float64, got {getattr(self, name)!r}")
         if self.ode_solver not in ADAPTIVE_SOLVERS:
             raise ConfigError(f"ode_solver must be one of {', '.join(ADAPTIVE_SOLVERS)}, got {self.ode_solver!r}")
 
