@@ -14,6 +14,7 @@ from mdl_jax._config import parse_override, read_config_file
 
 TINY = {"dataset": "gaussian_mixture", "widths": [2, 6, 2], "modes": [2, 3], "seeds": [0, 1],
         "epochs": 3, "learning_rates": [0.03]}
+pytestmark = pytest.mark.filterwarnings("ignore::mdl_jax.ModesAboveRankWarning")  # TINY's p = 3 on purpose
 
 
 
