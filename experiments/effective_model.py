@@ -56,9 +56,8 @@ def run(settings: EffectiveModelSettings, data: mdl_jax.Dataset, out: Path, *, p
                                   fit_options={m: s.fit_options(m) for m in methods}, comparison_curves=shallow,
                                   examine_options={m: s.examine_options(m, shallow) for m in methods},
                                   log=lambda line: print(f"{name} {line}", flush=True))}
-    by_fit = lambda r: {f["fit"]: f for f in (r, r.get("comparison")) if f}
-    shallow = by_fit(results["cases"]["shallow"]["FULL"])
-    deep = [by_fit(results["cases"][c][part]).get("mcmc", {}).get("metropolis_hysteresis") for c in ("under", "over") for part in PARTS]
+    shallow = landscape.fits_by_method(results["cases"]["shallow"]["FULL"])
+    deep = [landscape.fits_by_method(results["cases"][c][part]).get("mcmc", {}).get("metropolis_hysteresis") for c in ("under", "over") for part in PARTS]
     if "mcmc" in shallow:
         results.update(landscape.shallow_verdicts(shallow["mcmc"], [x for x in deep if x is not None], authors=shallow.get("bp")))
     for stat in ("max_entropy", "mean_abs_J", "mean_abs_h"):

@@ -129,10 +129,11 @@ def weight_samples(
         flat = np.concatenate([np.asarray(w).reshape(per_network, -1) for w in weights], axis=1)
         kept.append(flat[good].astype(np.int8))
         accuracies.append(accuracy[good])
-    if sum(map(len, kept)) < min_kept:
-        raise ValueError(f"only {sum(map(len, kept))} samples reach accuracy {threshold} (at least {min_kept} wanted): "
+    samples = np.concatenate(kept)
+    if len(samples) < min_kept:
+        raise ValueError(f"only {len(samples)} samples reach accuracy {threshold} (at least {min_kept} wanted): "
                          "lower the threshold, or train the networks longer")
-    return np.concatenate(kept), np.concatenate(accuracies)
+    return samples, np.concatenate(accuracies)
 
 
 def split_layers(samples: np.ndarray | jax.Array, widths: Sequence[int]) -> list:

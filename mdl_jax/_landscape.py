@@ -574,6 +574,11 @@ def fit_parts(samples, parts: dict, methods: Sequence[str], seed: int, *, fit_op
     return out
 
 
+def fits_by_method(part: dict) -> dict[str, dict]:
+    """One part of :func:`fit_parts`' result as ``{method: examined fit}``."""
+    return {f["fit"]: f for f in (part, part.get("comparison")) if f}
+
+
 def examine(
     model: Ising, spins: jax.Array, data: tuple, key: jax.Array, *, references: int, field_step: float = 0.05,
     verify_chains: int = 128, verify_sweeps: int = 200, check_references: int = 5, check_chains: int = 32,

@@ -25,6 +25,7 @@ from mdl_jax._landscape import (
     examine as examine,
     field_sweep as field_sweep,
     fit_parts as fit_parts,
+    fits_by_method as fits_by_method,
     fit_and_examine as fit_and_examine,
     hysteresis as hysteresis,
     mean_energy as mean_energy,
