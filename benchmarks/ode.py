@@ -125,7 +125,7 @@ def solver_table(op0, a, eta, ts, tolerances=(1e-3, 1e-4, 1e-5, 1e-6, 3e-7, 1e-7
             deviation = _max_deviation(solution, reference)
             rows.append({"solver": name, "rtol": rtol, "atol": rtol * 1e-3, "seconds": seconds, "steps": int(solution.num_steps),
                          "max_abs_dev_vs_reference": deviation, "same_answer": deviation <= 1e-5})
-            print(rows[-1], flush=True)
+            print(rows[-1], file=sys.stderr, flush=True)  # progress: stdout holds only the results
     return rows
 
 
@@ -157,7 +157,7 @@ def full_fig4(s: Fig4Settings, stretch_t: float) -> tuple[float, dict]:
         sim_s = runs * round(s.t_max * d) / rate
         parts[d] = {"runs": runs, "samples_per_s": rate, "simulation_s": sim_s, "test_evaluation_s": test_s,
                     "ode_s": ode_s, "total_s": sim_s + s.n_times * test_s + ode_s}
-        print(d, parts[d], flush=True)
+        print(d, parts[d], file=sys.stderr, flush=True)  # progress: stdout holds only the results
     return parts[s.panel_b_d]["samples_per_s"], parts
 
 

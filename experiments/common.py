@@ -14,16 +14,18 @@ import jax
 import numpy as np
 
 import mdl_jax
+from mdl_jax._lock import holds_only_lock
 
 
-def parser(doc: str) -> argparse.ArgumentParser:
+def parser(doc: str, example: str = "seeds=2") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="small settings that still draw every panel")
     p.add_argument("--out", type=Path, required=False, help="output folder (the figure run's workdir)")
     p.add_argument("--resume", action="store_true", help="continue a killed figure run in --out (finished grids are not retrained)")
     p.add_argument("--data-dir", default=os.environ.get(mdl_jax.DATA_DIR_ENV), help="MNIST IDX folder (else TFDS)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a setting of the figure (VALUE as JSON), e.g. --set epochs=20")
+                   help=f"override a setting of the figure (VALUE as JSON), e.g. --set {example}; the settings and their "
+                   "defaults: experiments/configs/")
     return p
 
 
@@ -36,39 +38,75 @@ def settings_from(args, full, quick):
         raise SystemExit(f"error: {err}") from None
 
 
-def open_figure_run(out: Path, settings, *, resume: bool) -> None:
-    """Makes ``out`` the workdir of a figure run with ``settings``, or checks that it is one.
+def _stored_settings(settings) -> dict:
+    return json.loads(json.dumps(dataclasses.asdict(settings)))
 
-    A new or empty ``out`` gets ``config.json``. A finished run (``results.json``) is redrawn
-    without training; an unfinished one continues only with ``--resume``; both must have been
-    started with the same settings.
+
+def check_figure_run(out: Path, settings, *, resume: bool) -> None:
+    """Refuses an ``out`` that cannot hold this figure run (writes nothing).
+
+    A new or empty ``out`` is fine. A finished run (``results.json``) is redrawn without
+    training; an unfinished one continues only with ``--resume``; both must have been started
+    with the same settings.
     """
     stored_path = out / "config.json"
-    current = json.loads(json.dumps(dataclasses.asdict(settings)))
+    if out.exists() and not out.is_dir():
+        raise mdl_jax.ConfigError(f"{out} is a file, not a folder: choose another --out")
     if stored_path.is_file():
-        stored = json.loads(stored_path.read_text())
+        stored, current = json.loads(stored_path.read_text()), _stored_settings(settings)
         changed = [f"{k!r} ({stored.get(k)!r} -> {current.get(k)!r})" for k in sorted(set(stored) | set(current))
                    if stored.get(k) != current.get(k)]
         if changed:
-            raise SystemExit(f"{out} holds a figure run with other settings: {', '.join(changed)}; choose another --out")
+            raise mdl_jax.ConfigError(f"{out} holds a figure run with other settings: {', '.join(changed)}; choose another --out")
         if not resume and not (out / "results.json").is_file():
-            raise SystemExit(f"{out} holds an unfinished figure run: pass --resume to continue it")
-        return
-    if out.exists() and any(out.iterdir()):
-        raise SystemExit(f"{out} is not empty and holds no figure run: choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
-    stored_path.write_text(json.dumps(current, indent=2) + "\n")
+            raise mdl_jax.ConfigError(f"{out} holds an unfinished figure run: pass --resume to continue it")
+    elif out.exists() and not holds_only_lock(out):
+        raise mdl_jax.ConfigError(f"{out} is not empty and holds no figure run: choose another --out")
+
+
+def open_figure_run(out: Path, settings) -> None:
+    """Writes ``out/config.json`` for a checked new run (see :func:`check_figure_run`)."""
+    if not (out / "config.json").is_file():
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps(_stored_settings(settings), indent=2) + "\n")
 
 
 def main(doc: str, run, full, quick, name: str, *, mnist: bool = True, argv=None) -> dict:
-    """Parses the command line, runs the figure in its workdir and says where it went."""
-    args = parser(doc).parse_args(argv)
+    """Parses the command line, checks the settings and the data, then runs the figure in its
+    workdir (locked for the run: one process at a time) and says where it went. Nothing is
+    written before every check has passed; Ctrl-C leaves one line saying how to continue."""
+    fields = dataclasses.asdict(full)
+    example = "seeds=2" if "seeds" in fields else f"{next(iter(fields))}={json.dumps(next(iter(fields.values())))}"
+    args = parser(doc, example).parse_args(argv)  # the --help example is one of the figure's own keys
     settings = settings_from(args, full, quick)
     out = args.out or Path("runs") / name
-    open_figure_run(out, settings, resume=args.resume)
-    results = run(settings, mdl_jax.load_dataset("mnist", args.data_dir), out) if mnist else run(settings, out)
+    data = None
+    try:
+        if mnist:
+            data = mdl_jax.load_dataset("mnist", args.data_dir)
+            _check_mnist(data, name)
+        check_figure_run(out, settings, resume=args.resume)
+        with mdl_jax.workdir_lock(out):
+            check_figure_run(out, settings, resume=args.resume)  # again, as the workdir's owner
+            open_figure_run(out, settings)
+            results = run(settings, data, out) if mnist else run(settings, out)
+    except (mdl_jax.DataError, mdl_jax.SpecError, mdl_jax.ConfigError, mdl_jax.WorkdirBusy) as err:
+        raise SystemExit(f"error: {err}") from None
+    except KeyboardInterrupt:
+        command = f"python -m experiments.{name} {'--quick ' if args.quick else ''}--out {out} --resume"
+        raise SystemExit(f"interrupted; finished parts are kept in {out}; continue with: {command}") from None
     print(f"wrote {out}/{name}.png, .pdf, results.json in {results['wall_time_s']:.0f} s")
     return results
+
+
+def _check_mnist(data: mdl_jax.Dataset, name: str) -> None:
+    """The MNIST figures train 784-...-10 networks: refuse other data before anything runs."""
+    features, classes = data.train_images.shape[1], int(max(data.train_labels.max(), data.test_labels.max())) + 1
+    if features != 784 or classes != 10:
+        raise mdl_jax.DataError(
+            f"{name} trains 784-...-10 networks on MNIST, but the data have {features} features and {classes} "
+            "classes: point --data-dir at a folder of the four MNIST IDX files"
+        )
 
 
 class Grid(NamedTuple):

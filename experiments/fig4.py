@@ -47,7 +47,13 @@ def run(settings: Fig4Settings, out: Path, *, plot: bool = True) -> dict:
     start, s, configs = time.perf_counter(), settings, settings.configurations()
     with jax.enable_x64("float64" in (s.dtype, s.simulation_dtype)):
         ts = online.log_times(s.t_max, s.n_times, t_min=s.t_min)
-        found = {d: compare_at(d, sorted({c["alpha"] for c in configs if c["d"] == d}), ts, s, out) for d in dict.fromkeys(c["d"] for c in configs)}
+        found, dims = {}, list(dict.fromkeys(c["d"] for c in configs))
+        for i, d in enumerate(dims):
+            alphas, begun = sorted({c["alpha"] for c in configs if c["d"] == d}), time.perf_counter()
+            print(f"fig4: d = {d} ({i + 1}/{len(dims)}), alpha = {', '.join(f'{a:g}' for a in alphas)}, "
+                  f"{s.teachers} teachers x {s.seeds} seeds ...", flush=True)
+            found[d] = compare_at(d, alphas, ts, s, out)
+            print(f"fig4: d = {d} done in {time.perf_counter() - begun:.0f} s", flush=True)
     ts = np.asarray(ts)
     results = {"settings": dataclasses.asdict(s), "ts": ts, "teachers_per_alpha": s.teachers,
                **online.summarise_sweep(ts, configs, [found[c["d"]][c["alpha"]] for c in configs])}
@@ -85,9 +91,21 @@ def draw(results: dict):
 def main(argv=None) -> dict:
     jax.config.update("jax_num_cpu_devices", os.cpu_count() or 1)  # on a CPU, each core simulates its share of the seeds
     results = common.main(__doc__, run, Fig4Settings(), QUICK, "fig4", mnist=False, argv=argv)
-    print(f"|eps_sim - eps_ode| / eps_ode: median {results['median_rel_gap_theory_vs_simulation']:.1%}, largest "
-          f"{results['max_rel_gap_theory_vs_simulation']:.0%} at {results['max_rel_gap_at']}")
+    print(summary(results))
     return results
+
+
+def summary(results: dict) -> str:
+    """What a reader wants from ``results.json`` at a glance, as lines of text."""
+    at = results["max_rel_gap_at"]
+    lines = [f"theory vs simulation, |eps_sim - eps_ode| / eps_ode: median {results['median_rel_gap_theory_vs_simulation']:.1%}, "
+             f"largest {results['max_rel_gap_theory_vs_simulation']:.0%} (d = {at['d']}, alpha = {at['alpha']:g}, "
+             f"t = {at['t']:.3g}, eps_ode = {at['eps_ode']:.2g})",
+             f"plateau share of the learning phase at d = {results['settings']['panel_b_d']}, over "
+             f"{results['teachers_per_alpha']} teachers:"]
+    lines += [f"  alpha = {alpha:>4}: median {p['median']:.2f} (min {p['min']:.2f}, max {p['max']:.2f})"
+              for alpha, p in results["plateau"].items()]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -48,6 +48,11 @@ from mdl_jax._config import (
     parse_overrides as parse_overrides,
     update_config as update_config,
 )
+from mdl_jax._lock import (
+    WorkdirBusy as WorkdirBusy,
+    workdir_lock as workdir_lock,
+)
+from mdl_jax._plot import plot_workdir as plot_workdir
 from mdl_jax._run import (
     SavedRuns as SavedRuns,
     aggregate as aggregate,
@@ -67,6 +72,7 @@ from mdl_jax._train import (
     TrainState as TrainState,
     build_sweep as build_sweep,
     data_arrays as data_arrays,
+    correct_count as correct_count,
     evaluate as evaluate,
     init_state as init_state,
     select_run as select_run,

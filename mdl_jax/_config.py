@@ -6,6 +6,8 @@ import dataclasses
 import importlib
 import difflib
 import json
+import os
+import sys
 import tomllib
 import typing
 import warnings
@@ -163,11 +165,7 @@ def make_config(values: dict[str, Any] | None = None, base: TrainConfig | None =
         a setting that cannot work (unknown method, epochs < 1, ...).
     """
     config = update_config(base or TrainConfig(), values)
-    for module in config.imports:
-        try:
-            importlib.import_module(module)
-        except ImportError as err:
-            raise ConfigError(f"'imports': cannot import {module!r} ({err}); is it on PYTHONPATH?") from None
+    import_modules(config.imports)
     for method in config.methods:
         if method not in METHODS:
             raise ConfigError(f"unknown method {method!r} in 'methods'; choose from {', '.join(METHODS)}")
@@ -197,6 +195,23 @@ def make_config(values: dict[str, Any] | None = None, base: TrainConfig | None =
     if config.dtype not in ("float32", "float64"):
         raise ConfigError(f"'dtype' must be float32 or float64, got {config.dtype!r}")
     return config
+
+
+def import_modules(modules) -> None:
+    """Imports the modules of ``imports`` (which register methods), looking in the working
+    directory first, as ``python -m`` does: ``imports=experiments.models`` works from the
+    repository root without installing ``experiments``."""
+    cwd = os.getcwd()
+    if modules and cwd not in sys.path and "" not in sys.path:
+        sys.path.insert(0, cwd)
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError as err:
+            raise ConfigError(
+                f"'imports': cannot import {module!r} ({err}); run from the folder that holds it, or put "
+                "that folder on PYTHONPATH"
+            ) from None
 
 
 def _check_architectures(config: TrainConfig) -> None:
@@ -252,12 +267,32 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
 
 
 def parse_override(text: str) -> tuple[str, Any]:
-    """``key=value`` with ``value`` read as JSON when it parses (``modes=[10,20]``), else a string."""
+    """``key=value``, with ``value`` read as JSON when it parses (``modes=[10,20]``, ``epochs=5``),
+    as a list when it holds commas (``methods=bp,mdl``, ``modes=10,20``: each item JSON or a
+    string), else as a string (``dataset=fashion_mnist``).
+
+    Raises:
+      ConfigError: no ``=``, or a value that starts like JSON (``[``, ``{``, ``"``) and does not parse.
+    """
     key, sep, raw = text.partition("=")
-    if not sep or not key:
-        raise ConfigError(f"override {text!r} must look like key=value, e.g. epochs=5 or modes=[10,20]")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {text!r} must look like key=value, e.g. epochs=5 or modes=10,20")
+    raw = raw.strip()
     try:
-        value = json.loads(raw)
+        return key.strip(), json.loads(raw)
+    except json.JSONDecodeError as err:
+        if raw[:1] in ("[", "{", '"'):
+            raise ConfigError(
+                f"could not parse the value of --set {text!r} as JSON ({err.msg} at character {err.pos}); "
+                "write e.g. modes=[10,20] or modes=10,20"
+            ) from None
+    if "," in raw:
+        return key.strip(), [_scalar(item.strip()) for item in raw.split(",") if item.strip()]
+    return key.strip(), raw
+
+
+def _scalar(text: str) -> Any:
+    try:
+        return json.loads(text)
     except json.JSONDecodeError:
-        value = raw
-    return key.strip(), value
+        return text

@@ -174,7 +174,13 @@ def load_tfds(name: str = "mnist", *, tfds_data_dir: str | None = None) -> Datas
         try:
             source = tfds.data_source(name, split=split, data_dir=tfds_data_dir)
             records = [source[i] for i in range(len(source))]
-        except Exception as err:  # TFDS raises many types; all mean the same to the user.
+        except ImportError as err:  # a package TFDS imports lazily: not the network's fault
+            raise DataError(
+                f"could not load {name!r} through TFDS: it needs the package {err.name or err}, which is not "
+                f"installed ({err}); install it (pip install {err.name or '...'}), or give a folder of MNIST-format "
+                f"IDX files with --data-dir or {DATA_DIR_ENV}"
+            ) from err
+        except Exception as err:  # TFDS raises many types for a failed download or preparation
             raise DataError(
                 f"could not load {name!r} ({split}) through TFDS: {err}. Without network access, "
                 f"give a folder of MNIST-format IDX files with --data-dir or {DATA_DIR_ENV}"

@@ -60,6 +60,9 @@ class Method(NamedTuple):
       shared_modes: every layer must have the same mode count (``mdl_1l1p``).
       rank_by_default: a missing mode count means each layer's full rank, and larger counts
         are capped at it (``svd``).
+      mode_layer_count: ``widths -> number of mode layers`` of a model whose mode layers are
+        not one per weight layer (a Flax model with a plain head); ``spec.modes`` then holds
+        one count per mode layer. ``None``: one per weight layer.
       description: one line for ``--help`` texts and docs.
     """
 
@@ -74,6 +77,7 @@ class Method(NamedTuple):
     stochastic: bool = False
     shared_modes: bool = False
     rank_by_default: bool = False
+    mode_layer_count: Callable[[tuple[int, ...]], int] | None = None
     description: str = ""
 
     @property
@@ -347,13 +351,15 @@ def make_spec(
         if not entry.rank_by_default:
             raise SpecError(f"method {method!r} needs a mode count p (e.g. modes=30)")
         modes = ranks
+    count = num_layers if entry.mode_layer_count is None else entry.mode_layer_count(widths)
     if isinstance(modes, int):
-        modes = (modes,) * num_layers
+        modes = (modes,) * count
     modes = tuple(modes)
-    if len(modes) != num_layers:
+    if len(modes) != count:
+        layers = f"{num_layers} weight layers" if entry.mode_layer_count is None else f"the {count} mode layers of {method!r}"
         raise SpecError(
-            f"got {len(modes)} mode counts {list(modes)} for {num_layers} weight layers "
-            f"(widths {list(widths)}): give one count, or one per weight layer"
+            f"got {len(modes)} mode counts {list(modes)} for {layers} "
+            f"(widths {list(widths)}): give one count, or one per {'weight' if entry.mode_layer_count is None else 'mode'} layer"
         )
     for p in modes:
         if isinstance(p, bool) or not isinstance(p, int) or p < 1:

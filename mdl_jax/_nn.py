@@ -17,6 +17,7 @@ with a convolution.
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Callable, Sequence
 
 import jax
@@ -25,7 +26,7 @@ from flax import nnx
 
 from mdl_jax._methods import Method, ModeLayer, mode_factors
 from mdl_jax._models import mode_map
-from mdl_jax._spec import NetworkSpec
+from mdl_jax._spec import NetworkSpec, SpecError
 
 
 class _ModeFactors(nnx.Module):
@@ -100,6 +101,63 @@ def mode_modules(model: nnx.Module) -> list[_ModeFactors]:
     return sorted(found, key=lambda m: m.layer)
 
 
+#: Variable types a Flax model may hold: trained parameters, and the key and counter of a
+#: random stream (``nnx.Dropout``), which the trainer sets from the run's key at every step.
+_SUPPORTED = (nnx.Param, nnx.RngKey, nnx.RngCount)
+
+
+def _check_builder(name: str, build) -> None:
+    try:
+        inspect.signature(build).bind(None, None, None)
+    except TypeError:
+        raise SpecError(
+            f"flax_method {name!r}: the builder must take (key, spec, dtype) and return the model, e.g. "
+            f"def __init__(self, key, spec, dtype); got {getattr(build, '__name__', build)}{inspect.signature(build)}"
+        ) from None
+    except ValueError:  # no signature to read (a builtin): let the first build tell
+        pass
+
+
+def _abstract_model(name: str, build, spec: NetworkSpec, dtype) -> nnx.Module:
+    try:
+        return nnx.eval_shape(lambda: build(jax.random.PRNGKey(0), spec, dtype))
+    except IndexError as err:
+        raise SpecError(
+            f"model {name!r} could not be built for widths {list(spec.widths)} and modes {list(spec.modes)} "
+            f"({type(err).__name__}: {err}): the builder reads spec.widths and spec.modes beyond their ends; "
+            "give widths with one entry per layer width of the model (N_0 .. N_L)"
+        ) from None
+
+
+def _check_model(name: str, model: nnx.Module, spec: NetworkSpec, modes: bool) -> None:
+    """Refuses, with what to change, a model the trainer cannot train (once per architecture)."""
+    other = sorted({(type(v).__name__, ".".join(map(str, path))) for path, v in nnx.iter_graph(model)
+                    if isinstance(v, nnx.Variable) and not isinstance(v, _SUPPORTED)})
+    if other:
+        kinds = sorted({k for k, _ in other})
+        raise SpecError(
+            f"model {name!r} holds {', '.join('nnx.' + k for k in kinds)} variables ({', '.join(p for _, p in other)}): "
+            "the trainer keeps nnx.Param (trained) and the random streams of nnx.Dropout (a fresh key every step, "
+            "off in evaluation); running statistics such as nnx.BatchNorm's are not supported: use nnx.LayerNorm, "
+            "or register the model without them"
+        )
+    if modes:
+        try:
+            inspect.signature(model.__call__).bind(None, None)
+        except TypeError:
+            raise SpecError(
+                f"model {name!r}: its __call__ must take the mode mask as second argument, "
+                "def __call__(self, x, mode_mask=None), and pass mode_mask[l] to its mode layer l; "
+                f"got __call__{inspect.signature(model.__call__)}"
+            ) from None
+        layers = [m.layer for m in mode_modules(model)]
+        if sorted(layers) != list(range(len(spec.modes))):
+            raise SpecError(
+                f"model {name!r} has mode layers with layer = {sorted(layers)}, but its spec has {len(spec.modes)} "
+                f"mode counts {list(spec.modes)}: number the mode layers 0 .. {len(spec.modes) - 1}, one each"
+            )
+
+
 def flax_method(name: str, build: Callable[[jax.Array, NetworkSpec, object], nnx.Module], *,
                 modes: bool = True, description: str = "") -> Method:
     """A table entry (:class:`mdl_jax.Method`) for a Flax NNX model, ready for
@@ -108,32 +166,62 @@ def flax_method(name: str, build: Callable[[jax.Array, NetworkSpec, object], nnx
 
     ``build(key, spec, dtype)`` makes the model; its mode layers take ``layer = l`` for the
     ``l``-th entry of ``spec.modes``, and its ``__call__(x, mode_mask)`` passes ``mode_mask[l]``
-    to layer ``l``. Parameters are the model's ``nnx.Param`` state as a plain nested dict.
+    to layer ``l``. ``spec.modes`` holds one count per mode layer (a plain head has none), so a
+    sweep's runs are labelled by their mode layers' counts. Parameters are the model's
+    ``nnx.Param`` state as a plain nested dict. ``nnx.Dropout`` works: in training its stream
+    gets a fresh key every step (from the run's seed, epoch and step), in evaluation it is off.
+    Other state (``nnx.BatchNorm``'s running statistics) is refused at build time with a clear
+    error, as are a builder without ``dtype``, a ``__call__`` without ``mode_mask``, mode layers
+    that do not match the spec's mode counts and an output width other than ``widths[-1]``.
     ``modes=False`` registers a model without mode layers (a plain baseline, ``modes=None``).
     """
+    _check_builder(name, build)
+
+    @functools.lru_cache(maxsize=None)
+    def mode_layer_count(widths: tuple[int, ...]) -> int:
+        probe = NetworkSpec(widths, (1,) * (len(widths) - 1), name)
+        return len(mode_modules(_abstract_model(name, build, probe, jnp.float32)))
 
     @functools.lru_cache(maxsize=None)
     def graph(spec: NetworkSpec, dtype) -> tuple:
-        return nnx.split(nnx.eval_shape(lambda: build(jax.random.PRNGKey(0), spec, dtype)))
+        model = _abstract_model(name, build, spec, dtype)
+        _check_model(name, model, spec, modes)
+        mask = tuple(jnp.ones(p, dtype) for p in spec.modes) if modes else None
+        call = lambda x: build(jax.random.PRNGKey(0), spec, dtype)(x, *([mask] if modes else []))
+        out = jax.eval_shape(call, jax.ShapeDtypeStruct((2, spec.widths[0]), dtype))
+        if out.shape != (2, spec.widths[-1]):
+            raise SpecError(
+                f"model {name!r} maps inputs (batch, {spec.widths[0]}) to {tuple(out.shape)}, not (batch, "
+                f"{spec.widths[-1]}): its output width must be widths[-1] = {spec.widths[-1]}, the number of classes"
+            )
+        return nnx.split(model, nnx.Param, nnx.RngKey, nnx.RngCount)
 
     def dtype_of(params):
         return jnp.dtype(jax.tree.leaves(params)[0].dtype)
 
-    def merge(params, spec: NetworkSpec) -> nnx.Module:
-        graphdef, state = graph(spec, dtype_of(params))
+    def merge(params, spec: NetworkSpec, key=None) -> nnx.Module:
+        """The model with ``params``; in training mode with its random streams keyed from
+        ``key`` when one is given, else in evaluation mode (dropout off)."""
+        graphdef, state, keys, counts = graph(spec, dtype_of(params))
         state = jax.tree.map(lambda a: a, state)  # a copy: replace_by_pure_dict fills it in place
         nnx.replace_by_pure_dict(state, params)
-        return nnx.merge(graphdef, state)
+        base = jax.random.PRNGKey(0) if key is None else key
+        leaves, treedef = jax.tree.flatten(keys)
+        keys = treedef.unflatten([jax.random.wrap_key_data(jax.random.fold_in(base, i)) for i in range(len(leaves))])
+        counts = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), counts)
+        model = nnx.merge(graphdef, state, keys, counts)
+        model.eval() if key is None else model.train()
+        return model
 
     def init(key, spec: NetworkSpec, dtype):
         return nnx.to_pure_dict(nnx.state(build(key, spec, jnp.dtype(dtype)), nnx.Param))
 
     def param_count(spec: NetworkSpec) -> int:
-        abstract = nnx.eval_shape(lambda: build(jax.random.PRNGKey(0), spec, jnp.float32))
-        return sum(a.size for a in jax.tree.leaves(nnx.state(abstract, nnx.Param)))
+        return sum(a.size for a in jax.tree.leaves(graph(spec, jnp.dtype(jnp.float32))[1]))
 
-    def apply(params, x, spec: NetworkSpec, mode_mask):
-        return merge(params, spec)(x, mode_mask)
+    def apply(params, x, spec: NetworkSpec, mode_mask, key=None):
+        model = merge(params, spec, key)
+        return model(x, mode_mask) if modes else model(x)
 
     def mode_layers(params, spec: NetworkSpec) -> list[ModeLayer]:
         return [m.mode_layer() for m in mode_modules(merge(params, spec))]
@@ -147,6 +235,6 @@ def flax_method(name: str, build: Callable[[jax.Array, NetworkSpec, object], nnx
         return nnx.to_pure_dict(nnx.state(model, nnx.Param))
 
     if not modes:
-        return Method(name, init, param_count, apply=apply, description=description)
+        return Method(name, init, param_count, apply=apply, stochastic=True, description=description)
     return Method(name, init, param_count, mode_layers=mode_layers, apply=apply, mask_params=mask_params,
-                  description=description)
+                  stochastic=True, mode_layer_count=mode_layer_count, description=description)

@@ -27,6 +27,7 @@ checkpoints its share; process 0 writes the other files.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -46,6 +47,7 @@ from tqdm.auto import tqdm
 
 from mdl_jax._config import ConfigError, TrainConfig, sweep_modes
 from mdl_jax._data import DataError, Dataset, fingerprint, load_dataset
+from mdl_jax._lock import holds_only_lock, workdir_lock
 from mdl_jax._methods import make_spec
 from mdl_jax._models import init_params
 from mdl_jax._spec import NetworkSpec, SpecError
@@ -161,7 +163,7 @@ def _check_workdir(workdir: Path, resume: bool) -> None:
     if resume and not (workdir / "config.json").is_file():
         what = "does not exist" if not workdir.exists() else "holds no config.json"
         raise ConfigError(f"no run to resume in {workdir}: it {what}; start one with --workdir {workdir}")
-    if not resume and workdir.exists() and any(workdir.iterdir()):
+    if not resume and workdir.exists() and not holds_only_lock(workdir):
         raise ConfigError(
             f"workdir {workdir} is not empty: pass --resume {workdir} to continue the run there, "
             "or choose another --workdir"
@@ -321,9 +323,15 @@ class Recorder:
                 self.on_checkpoint(self.method, done)
 
     def close(self) -> None:
-        self.manager.wait_until_finished()
-        self.manager.close()
-        self.progress.close()
+        """Waits for a checkpoint being written (also on Ctrl-C or a crash, so that no save is
+        cut off at interpreter exit) and closes the manager and the display; idempotent."""
+        if self.manager is not None:
+            manager, self.manager = self.manager, None
+            manager.wait_until_finished()
+            manager.close()
+        if getattr(self, "progress", None) is not None:
+            self.progress.close()
+            self.progress = None
 
 
 def _restore(recorder: Recorder) -> tuple[Any, History]:
@@ -463,11 +471,30 @@ def train_and_evaluate(
     Raises:
       ConfigError, DataError, SpecError: a check failed; nothing was written.
       TrainingDiverged: every run diverged (the summary is written first).
+      WorkdirBusy: another process is running in ``workdir`` (its lock, ``WORKDIR/.lock``, is
+        held for the whole run; see :mod:`mdl_jax._lock`).
     """
     workdir, writer = Path(workdir), jax.process_index() == 0
     prepared = prepare(config, workdir, resume=resume, dataset=dataset)
     if jax.process_count() > 1:  # every process checks the workdir before process 0 writes into it
         multihost_utils.sync_global_devices("mdl_jax: workdir checked")
+    with _owned(workdir, resume) if writer else contextlib.nullcontext():
+        return _train_methods(config, workdir, prepared, resume=resume, writer=writer, progress=progress,
+                              on_checkpoint=on_checkpoint)
+
+
+@contextlib.contextmanager
+def _owned(workdir: Path, resume: bool):
+    """Holds the workdir's lock (process 0 of a run; see :mod:`mdl_jax._lock`) and checks the
+    workdir again as its owner: another run may have started or ended since :func:`prepare`."""
+    with workdir_lock(workdir):
+        _check_workdir(workdir, resume)
+        yield
+
+
+def _train_methods(config: TrainConfig, workdir: Path, prepared: Prepared, *, resume: bool, writer: bool,
+                   progress: bool, on_checkpoint) -> dict[str, Any]:
+    """Writes the workdir's files and trains every method of a checked, locked run."""
     if writer:
         _write_json(workdir / "config.json", config.to_json())
         _write_json(workdir / "fingerprint.json", prepared.fingerprint)
@@ -479,11 +506,14 @@ def train_and_evaluate(
     for method, sweep in prepared.sweeps.items():
         recorder = Recorder(workdir, method, sweep, config, identity=prepared.fingerprint, writer=writer,
                             progress=progress, on_checkpoint=on_checkpoint)
-        state, histories[method] = _restore(recorder) if resume else (None, recorder.history)
-        if resume and writer:  # what the checkpoints hold, without lines written after them
-            _atomic_write(workdir / "metrics.jsonl", lambda tmp: tmp.write_text("".join(
-                metric_lines(prepared.sweeps[m], h, range(len(h.rows) + 1 if h.rows else 0))
-                for m, h in histories.items())))
-        histories[method] = _train_method(recorder, data, config, state, histories[method])
+        try:
+            state, histories[method] = _restore(recorder) if resume else (None, recorder.history)
+            if resume and writer:  # what the checkpoints hold, without lines written after them
+                _atomic_write(workdir / "metrics.jsonl", lambda tmp: tmp.write_text("".join(
+                    metric_lines(prepared.sweeps[m], h, range(len(h.rows) + 1 if h.rows else 0))
+                    for m, h in histories.items())))
+            histories[method] = _train_method(recorder, data, config, state, histories[method])
+        finally:
+            recorder.close()
         runs += _run_summaries(sweep, histories[method], config.epochs)
     return _summarise(workdir, prepared.dataset, runs, writer)

@@ -122,9 +122,17 @@ class RunInfo(NamedTuple):
 
 
 class Sweep(NamedTuple):
+    """A grid of runs as one program: the static recipe, the stacked per-run inputs, and a
+    host-side description of each run."""
+
     recipe: Recipe
-    runs: RunHparams
+    runs: RunHparams  # fields stacked along a leading run axis (``len(runs)`` counts fields)
     infos: list[RunInfo]
+
+    @property
+    def num_runs(self) -> int:
+        """The number of runs in the sweep."""
+        return len(self.infos)
 
 
 class TrainResult(NamedTuple):
@@ -149,7 +157,7 @@ def _loss(params, images, labels, run: RunHparams, recipe: Recipe, key=None):
         params, recipe.spec, run.mode_mask,
         orthogonality=recipe.svd_orthogonality, sparsity=recipe.svd_sparsity,
     )
-    return losses.mean() + extra, (losses.mean(), correct.mean())
+    return losses.mean() + extra, (losses.mean(), correct.sum())
 
 
 def init_state(run: RunHparams, *, recipe: Recipe) -> TrainState:
@@ -169,6 +177,14 @@ EVAL_BATCH = 1000
 
 def evaluate(params, run: RunHparams, images, labels, *, recipe: Recipe) -> tuple[jax.Array, jax.Array]:
     """Mean loss and accuracy of one run on ``(images, labels)``, in batches of 1000."""
+    loss, correct = correct_count(params, run, images, labels, recipe=recipe)
+    return loss, correct / labels.shape[0]
+
+
+def correct_count(params, run: RunHparams, images, labels, *, recipe: Recipe) -> tuple[jax.Array, jax.Array]:
+    """Mean loss and the number of correctly classified examples (int32, exact), in batches
+    of 1000. The trainer reports accuracies as these counts over the number of examples,
+    divided in float64 on the host, so a stored 0.9534 is 9534 / 10000 whatever the dtype."""
 
     def example(pair):
         logits = apply(params, pair[0][None], spec=recipe.spec, mode_mask=run.mode_mask)
@@ -176,7 +192,7 @@ def evaluate(params, run: RunHparams, images, labels, *, recipe: Recipe) -> tupl
         return loss[0], correct[0]
 
     loss, correct = jax.lax.map(example, (images, labels), batch_size=EVAL_BATCH)
-    return loss.mean(), correct.mean()
+    return loss.mean(), correct.sum(dtype=jnp.int32)
 
 
 def _train_epoch_shared_order(
@@ -220,11 +236,11 @@ def _train_epoch_shared_order(
         return jax.vmap(run_step, in_axes=(0, 0, None, None, None))(states, runs, images, labels, index)
 
     states, (losses, accuracies) = jax.lax.scan(step, states, (batches, jnp.arange(steps)))
-    test_loss, test_accuracy = jax.vmap(
-        lambda params, run: evaluate(params, run, data.test_images, data.test_labels, recipe=recipe)
+    test_loss, test_correct = jax.vmap(
+        lambda params, run: correct_count(params, run, data.test_images, data.test_labels, recipe=recipe)
     )(states.params, runs)
-    return states, EpochMetrics(
-        losses.mean(0), accuracies.mean(0), test_loss, test_accuracy, states.diverged_epoch, states.divergence_cause
+    return states, EpochMetrics(  # accuracies as counts of correct examples (see correct_count)
+        losses.mean(0), accuracies.sum(0), test_loss, test_correct, states.diverged_epoch, states.divergence_cause
     )
 
 
@@ -238,8 +254,22 @@ def train_epoch(
     The last partial minibatch is dropped.
     """
     expand = functools.partial(jax.tree.map, lambda leaf: leaf[None])
-    states, metrics = _train_epoch_shared_order(expand(state), expand(run), data, epoch, recipe=recipe)
-    return jax.tree.map(lambda leaf: leaf[0], (states, metrics))
+    states, counts = _train_epoch_shared_order(expand(state), expand(run), data, epoch, recipe=recipe)
+    state, counts = jax.tree.map(lambda leaf: leaf[0], (states, counts))
+    return state, _fractions(counts, *_example_counts(recipe, data))
+
+
+def _example_counts(recipe: Recipe, data) -> tuple[int, int]:
+    """Training examples seen per epoch (whole minibatches) and test examples."""
+    n_train, n_test = np.shape(data.train_images)[0], np.shape(data.test_labels)[0]
+    return n_train // recipe.batch_size * recipe.batch_size, n_test
+
+
+def _fractions(metrics: EpochMetrics, seen: int, n_test: int, xp=jnp) -> EpochMetrics:
+    """The epoch program's correct counts as accuracies (``xp=np``: exact float64 on the host)."""
+    as_float = (lambda a: np.asarray(a, np.float64)) if xp is np else (lambda a: a.astype(jnp.result_type(float)))
+    return metrics._replace(train_accuracy=as_float(metrics.train_accuracy) / seen,
+                            test_accuracy=as_float(metrics.test_accuracy) / n_test)
 
 
 @functools.lru_cache(maxsize=None)
@@ -268,7 +298,7 @@ def _compiled_run_fns(recipe: Recipe):
     the dtype (not on the seed groups, the schedule or the penalties), so the caller passes a
     recipe with only those fields set, and sweeps that differ elsewhere share one compilation."""
     init = jax.jit(jax.vmap(functools.partial(init_state, recipe=recipe)))
-    test = jax.jit(jax.vmap(lambda state, run, x, y: evaluate(state.params, run, x, y, recipe=recipe)[1],
+    test = jax.jit(jax.vmap(lambda state, run, x, y: correct_count(state.params, run, x, y, recipe=recipe)[1],
                             in_axes=(0, 0, None, None)))
     return init, test
 
@@ -379,6 +409,7 @@ class _Chunks:
 
     def __init__(self, recipe: Recipe, layout: Layout, runs: RunHparams, data: DataArrays, state: TrainState | None):
         self.layout, self.data = layout, data
+        self.seen, self.n_test = _example_counts(recipe, data)
         self.init, self.epoch_fn, self.test_fn = compiled_sweep_fns(recipe, layout.group_size)
         self.runs = [to_devices(chunk, layout.run_sharding) for chunk in _chunks(runs, layout)]
         if state is None:
@@ -393,8 +424,9 @@ class _Chunks:
     def test_accuracy(self) -> np.ndarray:
         """Test accuracy of every run's current state, ``(runs,)``; afterwards, with several
         chunks, the states move to host memory."""
-        accuracy = self._whole([to_host(self.test_fn(s, r, self.data.test_images, self.data.test_labels))
-                                for s, r in zip(self.states, self.runs)])
+        correct = self._whole([to_host(self.test_fn(s, r, self.data.test_images, self.data.test_labels))
+                               for s, r in zip(self.states, self.runs)])
+        accuracy = np.asarray(correct, np.float64) / self.n_test
         if self.offload:
             self.states = [to_host(s) for s in self.states]
         return accuracy
@@ -407,7 +439,7 @@ class _Chunks:
             chunk_state, chunk_metrics = self.epoch_fn(chunk_state, chunk_runs, self.data, jnp.asarray(epoch, jnp.int32))
             metrics.append(to_host(chunk_metrics))
             self.states[c] = to_host(chunk_state) if self.offload else chunk_state
-        return self._whole(metrics)
+        return _fractions(self._whole(metrics), self.seen, self.n_test, xp=np)
 
     def state(self) -> TrainState:
         """The whole state, every run, as host arrays."""

@@ -2,9 +2,14 @@
 
 import json
 import os
+import re
+import subprocess
+import sys
+from pathlib import Path
 
 import chex
 import jax
+import numpy as np
 import pytest
 
 import mdl_jax
@@ -14,6 +19,7 @@ from mdl_jax._config import parse_override, read_config_file
 
 TINY = {"dataset": "gaussian_mixture", "widths": [2, 6, 2], "modes": [2, 3], "seeds": [0, 1],
         "epochs": 3, "learning_rates": [0.03]}
+ROOT = Path(__file__).parents[1]
 pytestmark = pytest.mark.filterwarnings("ignore::mdl_jax.ModesAboveRankWarning")  # TINY's p = 3 on purpose
 
 
@@ -158,3 +164,88 @@ def test_cli_splits_the_cpu_into_one_device_per_core_unless_told_otherwise(monke
     assert split() == [] and split(devices=2) == [("jax_num_cpu_devices", 2)]
     with pytest.raises(SystemExit, match="--cpu-devices must be at least 1, got 0"):
         split(devices=0)
+
+
+def test_overrides_take_comma_lists_and_say_when_json_does_not_parse():
+    assert parse_override("methods=bp,mdl") == ("methods", ["bp", "mdl"])
+    assert parse_override("modes=10, 20") == ("modes", [10, 20])
+    assert parse_override("learning_rates=1e-3,3e-3") == ("learning_rates", [1e-3, 3e-3])
+    assert parse_override("epochs=5") == ("epochs", 5) and parse_override("data_dir=/a/b") == ("data_dir", "/a/b")
+    config = mdl_jax.make_config(dict(map(parse_override, ["methods=bp,mdl", "modes=10,20"])))
+    assert config.methods == ("bp", "mdl") and config.modes == (10, 20)
+    with pytest.raises(ConfigError, match=r"could not parse the value of --set 'modes=\[10,20' as JSON"):
+        parse_override("modes=[10,20")
+
+
+def test_version_methods_and_help_say_what_a_user_needs(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0 and capsys.readouterr().out.strip() == f"mdl-jax {mdl_jax.__version__}"
+    assert main(["methods"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == len(mdl_jax.METHODS) and lines[0].split()[:2] == ["mdl", "modes"]
+    assert any(line.split()[:2] == ["bp", "plain"] for line in lines)
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = capsys.readouterr().out
+    assert "(default: runs/latest)" in text and "config keys (default):" in text
+    assert all(re.search(rf"^  {key} +\S", text, re.M) for key in mdl_jax.TrainConfig().to_json())
+
+
+def test_resume_takes_set_epochs_and_refuses_what_it_would_ignore(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    config = tmp_path / "tiny.json"
+    config.write_text(json.dumps({**TINY, "epochs": 1}))
+    assert main(["train", "--config", str(config), "--workdir", "run", "--quiet", "--print-config", "--data-dir", "data"]) == 0
+    assert json.loads(capsys.readouterr().out)["data_dir"] == str(tmp_path / "data")  # stored resolved
+    assert main(["train", "--config", str(config), "--workdir", "run", "--quiet"]) == 0
+    assert main(["train", "--resume", "run", "--workdir", "other", "--quiet"]) == 2
+    assert "drop --workdir" in capsys.readouterr().err
+    assert main(["train", "--resume", "run", "--set", "seeds=[5]", "--quiet"]) == 2
+    assert "--resume accepts only --set epochs=N" in capsys.readouterr().err
+    assert main(["train", "--resume", "run", "--set", "epochs=2", "--quiet"]) == 0
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert {r["epochs"] for r in summary["runs"]} == {2}
+
+
+def test_imports_find_modules_of_the_working_directory_from_the_installed_command():
+    """The console script (not python -m) has no working directory on its path by itself."""
+    script = Path(sys.executable).with_name("mdl-jax")
+    out = subprocess.run([str(script), "methods", "--imports", "experiments.models"], capture_output=True, text=True,
+                         cwd=ROOT, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert re.search(r"^cnn_modes +modes ", out.stdout, re.M)
+
+
+def test_plot_draws_a_workdir(tmp_path, capsys):
+    config = tmp_path / "tiny.json"
+    config.write_text(json.dumps({**TINY, "methods": ["mdl", "bp"]}))
+    assert main(["train", "--config", str(config), "--workdir", str(tmp_path / "run"), "--quiet"]) == 0
+    assert main(["plot", str(tmp_path / "run")]) == 0
+    assert (tmp_path / "run" / "metrics.png").stat().st_size > 10_000
+    found = mdl_jax._plot.curves(tmp_path / "run")
+    assert set(found) == {("mdl", (2, 2), 0.03), ("mdl", (3, 3), 0.03), ("bp", (), 0.03)}
+    assert found[("bp", (), 0.03)]["accuracy"].shape == (2, 4)  # seeds x (epochs + 1)
+    np.testing.assert_array_equal(found[("bp", (), 0.03)]["accuracy"][:, -1],
+                                  mdl_jax.load_metrics(tmp_path / "run", "bp")[-1])
+    assert main(["plot", str(tmp_path / "nothing")]) == 2
+    assert "metrics.jsonl does not exist" in capsys.readouterr().err
+
+
+def test_the_tfds_fallback_names_a_missing_package_not_the_network(monkeypatch):
+    import importlib_resources  # noqa: F401  declared: tfds.data_source imports it lazily
+    import tensorflow_datasets as tfds
+
+    def missing(*args, **kwargs):
+        raise ModuleNotFoundError("No module named 'some_package'", name="some_package")
+
+    monkeypatch.setattr(tfds, "data_source", missing)
+    with pytest.raises(mdl_jax.DataError, match="needs the package some_package, which is not installed"):
+        mdl_jax.load_tfds("mnist")
+
+
+def test_pyproject_license_is_an_spdx_string():
+    import tomllib
+
+    assert isinstance(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["license"], str)

@@ -164,3 +164,69 @@ def test_the_experiment_vit_has_twelve_mode_layers_and_the_plain_one_none():
     assert mdl_jax.param_count(plain) == 71_434 and mdl_jax.param_count(spec) == 13_114
     masked = mdl_jax.zero_inactive_modes(params, spec, mdl_jax.mode_mask((2,) * 12, spec.modes))
     assert all(np.all(np.asarray(l.sigma)[2:] == 0) for l in mdl_jax.mode_layers(masked, spec))
+
+
+class DropoutNet(nnx.Module):
+    """A mode layer, dropout, and a plain Flax head (two weight layers, one mode layer)."""
+
+    def __init__(self, key, spec, dtype, head_out=None):
+        self.modes = ModeDense(spec.widths[0], spec.widths[1], spec.modes[0], key=key, layer=0, dtype=dtype)
+        self.drop = nnx.Dropout(0.5, rngs=nnx.Rngs(dropout=key))
+        self.head = nnx.Linear(spec.widths[1], head_out or spec.widths[2], rngs=nnx.Rngs(key), param_dtype=dtype)
+
+    def __call__(self, x, mode_mask=None):
+        return self.head(self.drop(jax.nn.relu(self.modes(x, None if mode_mask is None else mode_mask[0]))))
+
+
+def test_dropout_gets_a_fresh_key_every_step_and_is_off_in_evaluation(registered, small_data):
+    method = registered("dropout_net", DropoutNet)
+    sweep = mdl_jax.build_sweep((12, 16, 3), "dropout_net", modes=[4, 8], seeds=[0, 1], batch_size=50, learning_rates=[0.03])
+    assert [info.modes for info in sweep.infos] == [(4,), (8,)] * 2 and sweep.num_runs == 4  # one label per mode layer
+    spec = sweep.recipe.spec
+    params, x = method.init(jax.random.PRNGKey(0), spec, jnp.float32), jnp.asarray(small_data.test_images)
+    chex.assert_trees_all_equal(mdl_jax.apply(params, x, spec=spec), mdl_jax.apply(params, x, spec=spec))
+    noisy = [mdl_jax.apply(params, x, spec=spec, key=jax.random.PRNGKey(k)) for k in (1, 1, 2)]
+    chex.assert_trees_all_equal(noisy[0], noisy[1])
+    assert not np.allclose(noisy[0], noisy[2]) and not np.allclose(noisy[0], mdl_jax.apply(params, x, spec=spec))
+    trained = mdl_jax.train(sweep.recipe, sweep.runs, small_data, epochs=3)
+    assert np.all(np.diff(trained.metrics.train_loss, axis=0) < 0)  # it learns, every run, every epoch
+    assert np.all(trained.metrics.test_accuracy[-1] > trained.initial_test_accuracy + 0.1)
+    one = jax.tree.map(lambda a: a[3:4], sweep.runs)  # the vmapped sweep draws each run's own dropout masks
+    alone = mdl_jax.train(sweep.recipe, one, small_data, epochs=3)
+    chex.assert_trees_all_close(mdl_jax.select_run(alone.state.params, 0), mdl_jax.select_run(trained.state.params, 3),
+                                rtol=2e-5, atol=1e-6)
+
+
+class _BatchNormNet(DropoutNet):
+    def __init__(self, key, spec, dtype):
+        super().__init__(key, spec, dtype)
+        self.norm = nnx.BatchNorm(spec.widths[1], rngs=nnx.Rngs(key))
+
+
+class _NoMaskNet(DropoutNet):
+    def __call__(self, x):
+        return super().__call__(x)
+
+
+class _ThreeModeLayers(nnx.Module):
+    def __init__(self, key, spec, dtype):
+        self.layers = nnx.List([ModeDense(spec.widths[l], spec.widths[l + 1], spec.modes[l], key=key, layer=l) for l in range(3)])
+
+    def __call__(self, x, mode_mask=None):
+        for l, layer in enumerate(self.layers):
+            x = layer(x, mode_mask[l])
+        return x
+
+
+@pytest.mark.parametrize("build, widths, message", [
+    (_BatchNormNet, (12, 16, 3), r"holds nnx.BatchStat variables \(norm.mean, norm.var\).*use nnx.LayerNorm"),
+    (_NoMaskNet, (12, 16, 3), r"its __call__ must take the mode mask as second argument, def __call__\(self, x, mode_mask=None\)"),
+    (lambda key, spec: DropoutNet(key, spec, jnp.float32), (12, 16, 3), r"the builder must take \(key, spec, dtype\)"),
+    (_ThreeModeLayers, (12, 16, 3), r"reads spec.widths and spec.modes beyond their ends"),
+    (lambda key, spec, dtype: DropoutNet(key, spec, dtype, head_out=2), (12, 16, 3),
+     r"maps inputs \(batch, 12\) to \(2, 2\), not \(batch, 3\): its output width must be widths\[-1\] = 3"),
+])
+def test_a_model_the_trainer_cannot_train_is_refused_at_build_time(registered, build, widths, message):
+    with pytest.raises(mdl_jax.SpecError, match=message):
+        registered("bad_model", build)
+        mdl_jax.build_sweep(widths, "bad_model", modes=[2], seeds=[0])

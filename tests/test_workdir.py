@@ -3,8 +3,11 @@ before the first byte is written, resume verifies the workdir, the table of meth
 
 import json
 import re
+import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import chex
@@ -206,3 +209,78 @@ def test_a_config_imports_the_module_that_registers_its_method(tmp_path, capsys)
     mdl_jax.unregister_method("toy_linear")
     assert main(["train", "--set", "imports=no_such_module", "--workdir", str(tmp_path / "x"), "--quiet"]) == 2
     assert "cannot import 'no_such_module'" in capsys.readouterr().err
+
+
+def _cli(*args):
+    return [sys.executable, "-m", "mdl_jax._cli", "train", *args]
+
+
+def test_two_processes_started_together_cannot_share_a_workdir(tmp_path):
+    """Two real processes on one workdir, started 0.3 s apart: one trains, the other is refused,
+    and every (run, epoch) is in metrics.jsonl once."""
+    (tmp_path / "c.json").write_text(json.dumps({**TINY, "epochs": 30}))
+    command = _cli("--config", str(tmp_path / "c.json"), "--workdir", str(tmp_path / "run"), "--quiet", "--cpu-devices", "1")
+    first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    time.sleep(0.3)
+    second = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    outcomes = sorted((p.wait(timeout=600), p.communicate()[1]) for p in (first, second))
+    assert [code for code, _ in outcomes] == [0, 2], outcomes
+    assert re.search(r"mdl-jax: error: workdir .* (is in use by process \d+|is not empty)", outcomes[1][1]), outcomes[1][1]
+    lines = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    pairs = [(l["run"], l["epoch"]) for l in lines]
+    assert len(pairs) == len(set(pairs)) == 4 * 31
+    assert not (tmp_path / "run" / ".lock").exists()  # released and removed on exit
+
+
+def test_a_held_workdir_is_refused_and_ctrl_c_says_how_to_continue(tmp_path):
+    """A long run holds its workdir: a second process is refused naming the owner; Ctrl-C ends
+    the first with one line, and --resume --set epochs=N continues it."""
+    (tmp_path / "c.json").write_text(json.dumps({**TINY, "epochs": 100_000, "checkpoint_every": 5}))
+    workdir = tmp_path / "run"
+    owner = subprocess.Popen(_cli("--config", str(tmp_path / "c.json"), "--workdir", str(workdir), "--quiet", "--cpu-devices", "1"),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        checkpoints = workdir / "checkpoints" / "mdl"
+        deadline = time.monotonic() + 300
+        while not (checkpoints.is_dir() and any(p.name.isdigit() for p in checkpoints.iterdir())):
+            assert owner.poll() is None and time.monotonic() < deadline, owner.communicate()
+            time.sleep(0.2)
+        other = subprocess.run(_cli("--resume", str(workdir), "--quiet"), capture_output=True, text=True, cwd=ROOT, timeout=600)
+        assert other.returncode == 2
+        assert f"is in use by process {owner.pid}" in other.stderr and "Traceback" not in other.stderr, other.stderr
+        owner.send_signal(signal.SIGINT)
+        code, err = owner.wait(timeout=120), owner.communicate()[1]
+    finally:
+        owner.kill()
+    assert code == 130 and "Traceback" not in err, err
+    assert re.fullmatch(rf"mdl-jax: interrupted at epoch \d+ of mdl; continue with: mdl-jax train --resume {re.escape(str(workdir))}\n", err), err
+    done = max(int(p.name) for p in checkpoints.iterdir() if p.name.isdigit())
+    assert main(["train", "--resume", str(workdir), "--set", f"epochs={done + 1}", "--quiet"]) == 0
+    assert json.loads((workdir / "config.json").read_text())["epochs"] == done + 1
+    assert json.loads((workdir / "summary.json").read_text())["runs"][0]["epochs"] == done + 1
+
+
+def test_a_lock_left_by_a_killed_process_is_named_and_taken_over(tmp_path, capsys):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    (workdir / ".lock").write_text(json.dumps({"pid": int(dead.stdout), "host": socket.gethostname(),
+                                               "started": "2026-01-01 00:00:00", "command": "mdl-jax train"}))
+    assert _train(tmp_path) == 0  # a workdir holding only a stale lock counts as new
+    err = capsys.readouterr().err
+    assert f"stale lock {workdir / '.lock'} of process {int(dead.stdout)}" in err
+    assert not (workdir / ".lock").exists()
+
+
+def test_accuracies_are_stored_as_exact_fractions(tmp_path):
+    """A float32 run's accuracies are correct counts over the examples, divided in float64."""
+    assert _train(tmp_path, epochs=1) == 0
+    data = mdl_jax.load_dataset("gaussian_mixture")
+    n_test, seen = len(data.test_labels), len(data.train_labels) // 100 * 100
+    lines = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    for line in lines:
+        assert line["test_accuracy"] == round(line["test_accuracy"] * n_test) / n_test
+        if line["epoch"]:
+            assert line["train_accuracy"] == round(line["train_accuracy"] * seen) / seen
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert [r["final_test_accuracy"] for r in summary["runs"]] == [l["test_accuracy"] for l in lines if l["epoch"] == 1]
