@@ -75,14 +75,17 @@ def draw(results: dict):
             ode, sim, std = (np.asarray(config[k]) for k in ("eps_ode", "eps_sim_mean", "eps_sim_std"))
             ax.plot(ts[1:], ode[0, 1:], color=color, lw=1.8, label=f"${label} = {config[key]:g}$ (p = {config['p']})")
             ax.plot(ts[1:], ode[1:, 1:].T, color=color, lw=0.6, alpha=0.5)
-            ax.errorbar(ts[1:], sim[0, 1:], yerr=std[0, 1:], fmt="o", ms=3.5, color=color, mfc="none", elinewidth=0.8, capsize=0)
+            lower = np.minimum(std[0, 1:], 0.9 * sim[0, 1:])  # on a log axis a bar to mean - std <= 0 has no end: stop it a decade down
+            ax.errorbar(ts[1:], sim[0, 1:], yerr=[lower, std[0, 1:]], fmt="o", ms=3.5, color=color, mfc="none", elinewidth=0.8, capsize=0)
         ax.set(xscale="log", yscale="log", xlabel=r"$t = \nu / d$", ylabel=r"$\epsilon_g$")
         ax.set_ylim(bottom=max(ax.get_ylim()[0], 1e-10))  # below: a learned teacher at float64's floor
         fixed = rf"\alpha = {configs[0]['alpha']:g}" if panel == "a" else f"d = {configs[0]['d']}"
-        ax.set_title(f"({panel}) ${fixed}$: lines ODE, markers SGD ({results['teachers_per_alpha']} teachers)", fontsize=10)
+        ax.set_title(f"({panel}) ${fixed}$: lines ODE, markers SGD ({results['teachers_per_alpha']} teachers)\n"
+                     "bars: seeds' std, cut a decade below the mean", fontsize=10)
         ax.legend(fontsize=8, loc="lower left")
         shown = configs[0] if panel == "a" else min(configs, key=lambda c: abs(c["alpha"] - 1.0))
-        inset = ax.inset_axes([0.4, 0.04, 0.26, 0.34], xticks=[], yticks=[], title=f"|M|, {key} = {shown[key]:g}")
+        where = [0.76, 0.7, 0.2, 0.25] if panel == "a" else [0.4, 0.04, 0.26, 0.34]  # where the curves leave room
+        inset = ax.inset_axes(where, xticks=[], yticks=[], title=f"|M|, {key} = {shown[key]:g}")
         inset.imshow(np.abs(np.asarray(shown["M_final"])), cmap="viridis")
         inset.title.set_fontsize(7)
     return fig

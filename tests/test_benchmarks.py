@@ -33,3 +33,15 @@ def test_numpy_baseline_gradients_equal_jax_grad(dense):
     for l, layer in enumerate(net.gradients(x, np.eye(4, dtype=np.float32)[labels])):
         for i, name in enumerate(("xi_hat", "sigma", "xi")):
             np.testing.assert_allclose(layer[i], grads[name][l], rtol=2e-4, atol=1e-6)
+
+
+def test_the_ode_benchmark_prints_progress_to_stderr_so_json_stdout_parses():
+    """benchmarks/ode.py needs numba (the bench extra), so its prints are read from the source:
+    outside main, which prints the results, every print goes to stderr."""
+    import ast
+
+    tree = ast.parse((Path(__file__).parents[1] / "benchmarks" / "ode.py").read_text())
+    progress = [call for function in tree.body if isinstance(function, ast.FunctionDef) and function.name != "main"
+                for call in ast.walk(function) if isinstance(call, ast.Call) and getattr(call.func, "id", None) == "print"]
+    assert len(progress) >= 2
+    assert all(any(k.arg == "file" and ast.unparse(k.value) == "sys.stderr" for k in call.keywords) for call in progress)

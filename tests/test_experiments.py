@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import re
 
 import jax
 import pytest
@@ -23,7 +24,8 @@ def test_fig4_tiny(tmp_path, capsys):
                                  n_times=8, seeds=2, n_test=1000)
     results = fig4.run(settings, tmp_path)
     assert {p.name for p in tmp_path.iterdir()} >= {"fig4.png", "fig4.pdf", "results.json", "config.json", "d40.npz", "d60.npz"}
-    capsys.readouterr()
+    progress = capsys.readouterr().out
+    assert "fig4: d = 40 (1/2), alpha = 1, 5 teachers x 2 seeds" in progress and "fig4: d = 60 done in" in progress
     again = fig4.run(settings, tmp_path, plot=False)  # as a resumed run: every dimension is read back, not recomputed
     assert capsys.readouterr().out.count("reusing") == 2
     assert again["configurations"][3]["eps_sim_mean"].tolist() == results["configurations"][3]["eps_sim_mean"].tolist()
@@ -37,6 +39,9 @@ def test_fig4_tiny(tmp_path, capsys):
         assert len(config["eps_ode"]) == len(config["eps_sim_mean"]) == 5 and len(config["eps_ode"][0]) == 8
         assert len(config["M_final"]) == 8 and len(config["M_final"][0]) == 8
         assert all(0 <= share <= 1 for share in config["plateau_share"])
+    text = fig4.summary(saved)  # what the command prints at the end: lines, not a Python dict
+    assert "{" not in text and re.search(r"^  alpha =  0.5: median \d\.\d\d \(min", text, re.M), text
+    assert f"largest {saved['max_rel_gap_theory_vs_simulation']:.0%} (d = " in text
     args = common.parser(fig4.__doc__).parse_args(["--quick", "--set", "dtype=bfloat16"])
     with pytest.raises(SystemExit, match="error: dtype must be float32 or float64, got 'bfloat16'"):  # as the command line says it
         common.settings_from(args, fig4.Fig4Settings(), fig4.QUICK)
@@ -240,3 +245,29 @@ def test_beyond_mlp_tiny(tmp_path, mnist):
         spec = mdl_jax.load_params(tmp_path / "runs" / f"{family}_modes", f"{family}_modes").spec
         assert len(spec.modes) == layers
     assert results["cnn"]["plain"]["params"] == 20490
+
+
+def test_a_figure_run_checks_its_data_before_writing_and_stops_in_one_line(tmp_path, capsys):
+    from experiments import fig3
+    from test_data import make_folder
+
+    make_folder(tmp_path / "small_images", side=8)  # valid IDX files, not 28 x 28
+    out = tmp_path / "fig3"
+    for data_dir, message in ((tmp_path / "small_images", "fig3 trains 784-...-10 networks on MNIST, but the data have 64 features"),
+                              (tmp_path / "missing", "does not exist")):
+        with pytest.raises(SystemExit, match="^error: ") as stop:
+            fig3.main(["--quick", "--out", str(out), "--data-dir", str(data_dir)])
+        assert message in str(stop.value) and not out.exists()  # the corrected command can use the same --out
+
+    def interrupted(settings, out):
+        (out / "part.npz").write_bytes(b"finished part")
+        raise KeyboardInterrupt
+
+    with pytest.raises(SystemExit) as stop:
+        common.main("doc", interrupted, fig4.Fig4Settings(), fig4.QUICK, "fig4", mnist=False, argv=["--quick", "--out", str(out)])
+    assert str(stop.value) == (f"interrupted; finished parts are kept in {out}; continue with: "
+                               f"python -m experiments.fig4 --quick --out {out} --resume")
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "part.npz"]  # the lock is released
+    with pytest.raises(SystemExit):
+        common.parser(fig4.__doc__, "seeds=2").parse_args(["--help"])
+    assert "--set seeds=2" in capsys.readouterr().out  # the help's example is one of the figure's keys
