@@ -32,7 +32,9 @@ import dataclasses
 import json
 import math
 import os
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -314,12 +316,14 @@ class Recorder:
         self.progress.update(epoch + 1, metrics, wall)
         done, every = epoch + 1, self.config.checkpoint_every
         if done == self.config.epochs or (every and done % every == 0):
-            self.manager.save(done, args=ocp.args.Composite(
-                state=ocp.args.StandardSave(get_state()),
-                history=ocp.args.JsonSave({**self.history.to_json(), "identity": self.identity}),
-            ))
+            with _interrupt_deferred():  # Ctrl-C inside orbax's save could leave its threads waiting
+                self.manager.save(done, args=ocp.args.Composite(
+                    state=ocp.args.StandardSave(get_state()),
+                    history=ocp.args.JsonSave({**self.history.to_json(), "identity": self.identity}),
+                ))
+                if self.on_checkpoint is not None:
+                    self.manager.wait_until_finished()
             if self.on_checkpoint is not None:
-                self.manager.wait_until_finished()
                 self.on_checkpoint(self.method, done)
 
     def close(self) -> None:
@@ -327,11 +331,29 @@ class Recorder:
         cut off at interpreter exit) and closes the manager and the display; idempotent."""
         if self.manager is not None:
             manager, self.manager = self.manager, None
-            manager.wait_until_finished()
-            manager.close()
+            with _interrupt_deferred():
+                manager.wait_until_finished()
+                manager.close()
         if getattr(self, "progress", None) is not None:
             self.progress.close()
             self.progress = None
+
+
+@contextlib.contextmanager
+def _interrupt_deferred():
+    """Ctrl-C (SIGINT) inside the block takes effect when the block ends, so a checkpoint is
+    written whole; only the main thread can defer signals, elsewhere the block runs as is."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received = []
+    previous = signal.signal(signal.SIGINT, lambda number, frame: received.append(number))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if received:
+        raise KeyboardInterrupt
 
 
 def _restore(recorder: Recorder) -> tuple[Any, History]:
