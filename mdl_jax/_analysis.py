@@ -15,29 +15,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from mdl_jax._methods import full_mask, with_layer_mask
-from mdl_jax._models import ModeLayer, Params, apply, mode_layers
+from mdl_jax._models import ModeLayer, Params, apply, mode_importance, mode_importance_parts, mode_layers
 from mdl_jax._spec import NetworkSpec
 from mdl_jax._train import per_example_loss
-
-
-def mode_importance_parts(layer: ModeLayer, mask: jax.Array | None = None) -> jax.Array:
-    """The three terms of tau, ``(gamma ||xi_a||, gamma ||xi_hat_a||, |sigma_a|)``, as ``(3, p)``.
-
-    ``gamma = sum_a |sigma_a| / sum_a (||xi_a|| + ||xi_hat_a||)`` puts the pattern norms on the
-    scale of the importances. Modes outside ``mask`` (a run's 0/1 mode mask for this layer)
-    count as absent: all three terms zero, and left out of gamma.
-    """
-    present = jnp.ones_like(layer.sigma) if mask is None else mask.astype(layer.sigma.dtype)
-    xi_norm = jnp.linalg.norm(layer.xi, axis=0) * present
-    xi_hat_norm = jnp.linalg.norm(layer.xi_hat, axis=0) * present
-    gamma = jnp.sum(jnp.abs(layer.sigma) * present) / jnp.sum(xi_norm + xi_hat_norm)
-    return jnp.stack([gamma * xi_norm, gamma * xi_hat_norm, jnp.abs(layer.sigma) * present])
-
-
-def mode_importance(layer: ModeLayer, mask: jax.Array | None = None) -> jax.Array:
-    """``tau_a = gamma ||xi_a|| + gamma ||xi_hat_a|| + |sigma_a|`` (letter, Fig. 3), shape ``(p,)``
-    (zero for modes outside ``mask``); see :func:`mode_importance_parts`."""
-    return jnp.sum(mode_importance_parts(layer, mask), axis=0)
 
 
 def removal_mask(scores: jax.Array, fraction: jax.Array) -> jax.Array:

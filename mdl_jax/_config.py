@@ -18,7 +18,7 @@ from mdl_jax._data import DATASETS
 from mdl_jax._methods import METHODS, make_spec
 from mdl_jax._models import param_count
 from mdl_jax._spec import SpecError, full_ranks
-from mdl_jax._train import Recipe
+from mdl_jax._train import Recipe, check_pruning
 
 _RECIPE = Recipe._field_defaults  # one source for the training defaults
 
@@ -66,6 +66,12 @@ class TrainConfig:
       max_padding: train runs whose mode counts differ as several programs, so that padded
         modes are at most this share of the executed FLOPs (``None``: one program padded to
         the largest counts). Same numbers either way; pays where FLOPs are the cost (a GPU).
+      prune_every: prune the weakest modes by tau after every this many epochs (0: never).
+      prune_tau: thresholds to sweep: each pruning masks, per mode layer, the weakest modes
+        whose cumulative share of the layer's tau is below it (0: none).
+      min_modes: pruning leaves at least this many modes per mode layer.
+      prune_until: the last epoch after which pruning may happen (``None``: every due epoch);
+        the epochs after it fine-tune at the final masks.
     """
 
     description: str = ""
@@ -88,6 +94,10 @@ class TrainConfig:
     checkpoint_keep: int = 2
     max_runs_per_chunk: int | None = None
     max_padding: float | None = None
+    prune_every: int = _RECIPE["prune_every"]
+    prune_tau: tuple[float, ...] = (0.0,)
+    min_modes: int = _RECIPE["min_modes"]
+    prune_until: int | None = _RECIPE["prune_until"]
     imports: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
@@ -104,7 +114,8 @@ class TrainConfig:
 #: ``epochs`` (which may grow), checkpoint and chunking settings) may change between runs.
 IDENTITY_KEYS = (
     "dataset", "widths", "methods", "modes", "seeds", "learning_rates", "batch_size", "lr_halving_epochs",
-    "weight_decay", "svd_orthogonality", "svd_sparsity", "dtype", "loss",
+    "weight_decay", "svd_orthogonality", "svd_sparsity", "dtype", "loss", "prune_every", "prune_tau", "min_modes",
+    "prune_until",
 )
 
 
@@ -181,6 +192,13 @@ def make_config(values: dict[str, Any] | None = None, base: TrainConfig | None =
     if len(set(config.methods)) < len(config.methods):
         raise ConfigError(f"'methods' names a method twice: {list(config.methods)}")
     _check_architectures(config)
+    for method in config.methods:
+        try:
+            check_pruning(method, config.prune_tau, config.prune_every, config.min_modes)
+        except SpecError as err:
+            raise ConfigError(f"'prune_every'/'prune_tau'/'min_modes': {err}") from None
+    if config.prune_until is not None and config.prune_until < 1:
+        raise ConfigError(f"'prune_until' must be >= 1 or null, got {config.prune_until}")
     if config.max_runs_per_chunk is not None and config.max_runs_per_chunk < 1:
         raise ConfigError(f"'max_runs_per_chunk' must be >= 1 or null, got {config.max_runs_per_chunk}")
     if config.max_padding is not None and not 0 <= config.max_padding < 1:

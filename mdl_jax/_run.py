@@ -50,8 +50,8 @@ from tqdm.auto import tqdm
 from mdl_jax._config import ConfigError, TrainConfig, sweep_modes
 from mdl_jax._data import DataError, Dataset, fingerprint, load_dataset
 from mdl_jax._lock import holds_only_lock, workdir_lock
-from mdl_jax._methods import make_spec
-from mdl_jax._models import init_params
+from mdl_jax._methods import METHODS, make_spec
+from mdl_jax._models import init_params, param_count
 from mdl_jax._spec import NetworkSpec, SpecError
 from mdl_jax._train import (
     DIVERGENCE_CAUSES, EpochMetrics, Sweep, build_sweep, check_data, compiled_sweep_fns, data_arrays, train,
@@ -97,7 +97,7 @@ class SavedRuns(NamedTuple):
     """
 
     params: dict[str, list[np.ndarray]]  # leading run axis; padded to the largest mode count
-    mode_mask: tuple[np.ndarray, ...]  # per layer (runs, p_max_l) of 0/1; () without modes
+    mode_mask: tuple[np.ndarray, ...]  # per layer (runs, p_max_l) of 0/1 at the end (after pruning); () without modes
     spec: NetworkSpec  # the padded architecture every run shares
     runs: list[dict[str, Any]]  # per run: method, modes, seed, learning_rate, param_count
 
@@ -116,11 +116,11 @@ def load_params(workdir: str | os.PathLike, method: str) -> SavedRuns:
     return SavedRuns(_unflat("params", flat, like), masks, spec, meta["runs"])
 
 
-def _save_params(path: Path, sweep: Sweep, params) -> None:
+def _save_params(path: Path, sweep: Sweep, params, mode_mask) -> None:
     spec = sweep.recipe.spec
     meta = {"widths": list(spec.widths), "modes": list(spec.modes), "dtype": sweep.recipe.dtype,
             "runs": [i._asdict() for i in sweep.infos]}
-    flat = _flat("params", params) | _flat("mode_mask", list(sweep.runs.mode_mask))
+    flat = _flat("params", params) | _flat("mode_mask", list(mode_mask))
     _atomic_write(path, lambda tmp: np.savez(tmp, meta=np.asarray(json.dumps(meta)), **flat))
 
 
@@ -152,9 +152,12 @@ class Prepared(NamedTuple):
 def _sweeps(config: TrainConfig) -> dict[str, Sweep]:
     recipe = {f: getattr(config, f) for f in ("batch_size", "lr_halving_epochs", "weight_decay", "svd_orthogonality",
                                                "svd_sparsity", "dtype", "loss")}
+    pruning = lambda method: (
+        {"prune_every": config.prune_every, "prune_until": config.prune_until, "min_modes": config.min_modes,
+         "prune_taus": config.prune_tau} if config.prune_every and METHODS[method].has_modes else {})
     return {
         method: build_sweep(config.widths, method, modes=sweep_modes(config, method), seeds=config.seeds,
-                            learning_rates=config.learning_rates, **recipe)
+                            learning_rates=config.learning_rates, **recipe, **pruning(method))
         for method in config.methods
     }
 
@@ -182,7 +185,8 @@ def _check_resume(workdir: Path, config: TrainConfig, data_print: dict[str, Any]
     if not path.is_file():
         raise ConfigError(f"cannot resume {workdir}: it has no fingerprint.json (the run never got past its checks)")
     stored = json.loads(path.read_text())
-    changes = _changed(stored["config"], config.identity())
+    defaults = TrainConfig().identity()  # keys added since the run started hold their defaults there
+    changes = _changed({**defaults, **stored["config"]}, config.identity())
     if changes:
         raise ConfigError(
             f"config.json in {workdir} changes {'; '.join(changes)} since the run started; --resume only "
@@ -248,10 +252,14 @@ def metric_lines(sweep: Sweep, history: History, epochs: range) -> str:
         for run, info in enumerate(sweep.infos):
             line = {"method": info.method, "run": run, "modes": list(info.modes), "seed": info.seed,
                     "learning_rate": info.learning_rate, "epoch": epoch}
+            if sweep.recipe.prune_every:
+                line["prune_tau"] = info.prune_tau
             if row is None:
                 line["test_accuracy"] = _finite(history.initial[run])
             else:
                 line |= {f: _finite(getattr(row, f)[run]) for f in ("train_loss", "train_accuracy", "test_loss", "test_accuracy")}
+                if sweep.recipe.prune_every and row.active_modes is not None:
+                    line["active_modes"] = np.asarray(row.active_modes[run]).astype(int).tolist()
                 if 0 <= int(row.diverged_epoch[run]) < epoch:
                     line["frozen"] = True
             lines.append(json.dumps(line, allow_nan=False))
@@ -398,7 +406,19 @@ def _run_summaries(sweep: Sweep, history: History, epochs: int) -> list[dict[str
         "method": info.method, "modes": list(info.modes), "seed": info.seed, "learning_rate": info.learning_rate,
         "final_test_accuracy": _finite(final[run]), "param_count": info.param_count, "epochs": epochs,
         "wall_time_s": history.wall_time_s, "runs_in_program": len(sweep.infos), **_divergence(history, run),
+        **_pruned(sweep, history, run, info),
     } for run, info in enumerate(sweep.infos)]
+
+
+def _pruned(sweep: Sweep, history: History, run: int, info) -> dict[str, Any]:
+    """What pruning left of a run: its threshold, final modes per mode layer and their trainable
+    parameters (nothing when the sweep does not prune)."""
+    active = history.rows[-1].active_modes
+    if not sweep.recipe.prune_every or active is None:
+        return {}
+    final = [int(m) for m in np.asarray(active[run])]
+    spec = make_spec(sweep.recipe.spec.widths, final, sweep.recipe.spec.method)
+    return {"prune_tau": info.prune_tau, "final_modes": final, "final_param_count": param_count(spec)}
 
 
 def aggregate(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -406,9 +426,9 @@ def aggregate(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     counts and learning rate (diverged runs counted apart and left out of the mean)."""
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for run in runs:
-        groups.setdefault((run["method"], tuple(run["modes"]), run["learning_rate"]), []).append(run)
+        groups.setdefault((run["method"], tuple(run["modes"]), run["learning_rate"], run.get("prune_tau")), []).append(run)
     table = []
-    for (method, modes, lr), members in groups.items():
+    for (method, modes, lr, prune_tau), members in groups.items():
         accuracy = np.asarray([r["final_test_accuracy"] for r in members if not r["diverged"]], float)
         table.append({
             "method": method, "modes": list(modes), "learning_rate": lr, "seeds": len(members),
@@ -416,19 +436,27 @@ def aggregate(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "mean_test_accuracy": float(accuracy.mean()) if len(accuracy) else None,
             "std_test_accuracy": float(accuracy.std()) if len(accuracy) else None,
         })
+        if prune_tau is not None:  # what pruning left, mean over seeds
+            table[-1] |= {"prune_tau": prune_tau,
+                          "mean_final_modes": np.mean([r["final_modes"] for r in members], 0).tolist(),
+                          "mean_final_param_count": float(np.mean([r["final_param_count"] for r in members]))}
     return table
 
 
 def format_table(table: list[dict[str, Any]]) -> str:
     """The aggregated table as aligned text, one line per method, modes and learning rate."""
-    lines = [f"{'method':<12}{'modes':<16}{'lr':>9}{'seeds':>7}{'params':>10}  test accuracy (mean ± std over seeds)"]
+    width = max([16] + [len(",".join(map(str, r["modes"]))) + 12 + 6 * len(r.get("mean_final_modes", ())) for r in table if "prune_tau" in r])
+    lines = [f"{'method':<12}{'modes':<{width}}{'lr':>9}{'seeds':>7}{'params':>10}  test accuracy (mean ± std over seeds)"]
     for row in table:
         accuracy = ("all diverged" if row["mean_test_accuracy"] is None
                     else f"{100 * row['mean_test_accuracy']:.2f} % ± {100 * row['std_test_accuracy']:.2f}")
         diverged = f" ({row['diverged']} diverged)" if row["diverged"] else ""
         modes = ",".join(map(str, row["modes"])) or "-"
-        lines.append(f"{row['method']:<12}{modes:<16}{row['learning_rate']:>9.3g}{row['seeds']:>7}"
-                     f"{row['param_count']:>10}  {accuracy}{diverged}")
+        if "prune_tau" in row:  # the starting modes, the threshold and what was left (mean over seeds)
+            modes += f" tau {row['prune_tau']:g} -> " + ",".join(f"{m:.3g}" for m in row["mean_final_modes"])
+        params = round(row.get("mean_final_param_count", row["param_count"]))  # after pruning, if it pruned
+        lines.append(f"{row['method']:<12}{modes:<{width}}{row['learning_rate']:>9.3g}{row['seeds']:>7}"
+                     f"{params:>10}  {accuracy}{diverged}")
     return "\n".join(lines)
 
 
@@ -463,7 +491,7 @@ def _train_method(recorder: Recorder, data, config: TrainConfig, state, history:
     recorder.close()
     params_path = recorder.workdir / "params" / f"{recorder.method}.npz"
     if recorder.writer and (remaining > 0 or not params_path.is_file()):
-        _save_params(params_path, recorder.sweep, jax.tree.map(np.asarray, state.params))
+        _save_params(params_path, recorder.sweep, jax.tree.map(np.asarray, state.params), jax.tree.map(np.asarray, state.mode_mask))
     return recorder.history
 
 

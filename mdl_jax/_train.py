@@ -27,6 +27,7 @@ from mdl_jax._data import Dataset
 from mdl_jax._layout import Layout, plan_layout, plan_programs, to_devices, to_host
 from mdl_jax._methods import get_method, make_spec, mode_mask, zero_inactive_modes
 from mdl_jax._models import apply, init_params, param_count, penalty
+from mdl_jax._prune import prune_masks, zero_pruned
 from mdl_jax._spec import NetworkSpec, SpecError
 
 
@@ -43,6 +44,11 @@ class Recipe(NamedTuple):
       dtype: floating dtype of parameters and computation.
       loss: ``cross_entropy`` (softmax over the outputs) or ``mse`` (``||y - t||^2 / 2`` with
         one-hot targets, or ``t = +-1`` for a single output, as in the letter's Fig. 1).
+      prune_every: prune modes after every this many epochs (0: never; see :mod:`mdl_jax._prune`);
+        each run's threshold is its traced ``RunHparams.prune_tau``.
+      prune_until: no pruning after this epoch (``None``: until the end); the epochs after it
+        fine-tune at the final masks.
+      min_modes: pruning leaves at least this many modes in every mode layer.
     """
 
     spec: NetworkSpec
@@ -53,6 +59,9 @@ class Recipe(NamedTuple):
     svd_sparsity: float = 1.0
     dtype: str = "float32"
     loss: str = "cross_entropy"
+    prune_every: int = 0
+    prune_until: int | None = None
+    min_modes: int = 1
 
 
 LOSSES = ("cross_entropy", "mse")
@@ -75,7 +84,8 @@ class RunHparams(NamedTuple):
 
     key: jax.Array  # PRNGKey(seed): derives the initial parameters and every epoch's shuffle
     learning_rate: jax.Array  # initial learning rate, ()
-    mode_mask: tuple[jax.Array, ...]  # one 0/1 vector (p_max_l,) per layer; () for bp
+    mode_mask: tuple[jax.Array, ...]  # one 0/1 vector (p_max_l,) per layer at the start; () for bp
+    prune_tau: jax.Array  # (), the cumulative tau share pruned (0: none; used when recipe.prune_every > 0)
 
 
 #: Codes of ``TrainState.divergence_cause``.
@@ -91,6 +101,7 @@ class TrainState(NamedTuple):
     opt_state: optax.OptState
     diverged_epoch: jax.Array
     divergence_cause: jax.Array
+    mode_mask: tuple[jax.Array, ...]  # the active modes now: the run's mask, less what pruning removed
 
 
 class EpochMetrics(NamedTuple):
@@ -102,6 +113,7 @@ class EpochMetrics(NamedTuple):
     test_accuracy: jax.Array  # accuracy on the whole test set after the epoch
     diverged_epoch: jax.Array  # -1, or the epoch in which the run diverged (then frozen)
     divergence_cause: jax.Array  # 0, or a key of DIVERGENCE_CAUSES
+    active_modes: jax.Array | None = None  # (L,) active modes per mode layer after the epoch
 
 
 class DataArrays(NamedTuple):
@@ -119,6 +131,7 @@ class RunInfo(NamedTuple):
     seed: int
     learning_rate: float
     param_count: int
+    prune_tau: float = 0.0
 
 
 class Sweep(NamedTuple):
@@ -169,7 +182,7 @@ def init_state(run: RunHparams, *, recipe: Recipe) -> TrainState:
     params = init_params(jax.random.fold_in(run.key, 0), recipe.spec, dtype=jnp.dtype(recipe.dtype))
     params = zero_inactive_modes(params, recipe.spec, run.mode_mask or None)
     opt_state = _optimizer(recipe, run.learning_rate, 1).init(params)
-    return TrainState(params, opt_state, jnp.int32(-1), jnp.int32(0))
+    return TrainState(params, opt_state, jnp.int32(-1), jnp.int32(0), tuple(run.mode_mask))
 
 
 EVAL_BATCH = 1000
@@ -214,7 +227,8 @@ def _train_epoch_shared_order(
     def run_step(state: TrainState, run: RunHparams, images, labels, index):
         # A stochastic method's noise: fold_in(fold_in(fold_in(key, 2), epoch), step), per run.
         noise = functools.reduce(jax.random.fold_in, (2, epoch, index), run.key) if stochastic else None
-        (total, (loss, accuracy)), grads = grad_fn(state.params, images, labels, run, recipe, noise)
+        current = run._replace(mode_mask=state.mode_mask)  # the mask pruning has left
+        (total, (loss, accuracy)), grads = grad_fn(state.params, images, labels, current, recipe, noise)
         cause = jnp.where(jnp.isnan(total), 1, jnp.where(jnp.isinf(total), 2, 0))
         healthy = state.diverged_epoch < 0
         keep = healthy & (cause == 0)
@@ -227,7 +241,7 @@ def _train_epoch_shared_order(
         return TrainState(
             optax.apply_updates(state.params, mask(updates)), opt_state,
             jnp.where(diverges, epoch.astype(jnp.int32), state.diverged_epoch),
-            jnp.where(diverges, cause, state.divergence_cause).astype(jnp.int32),
+            jnp.where(diverges, cause, state.divergence_cause).astype(jnp.int32), state.mode_mask,
         ), (loss, accuracy)
 
     def step(states: TrainState, inputs):
@@ -236,12 +250,32 @@ def _train_epoch_shared_order(
         return jax.vmap(run_step, in_axes=(0, 0, None, None, None))(states, runs, images, labels, index)
 
     states, (losses, accuracies) = jax.lax.scan(step, states, (batches, jnp.arange(steps)))
+    if recipe.prune_every:
+        states = jax.vmap(functools.partial(prune_state, epoch=epoch, recipe=recipe))(states, runs)
     test_loss, test_correct = jax.vmap(
-        lambda params, run: correct_count(params, run, data.test_images, data.test_labels, recipe=recipe)
-    )(states.params, runs)
+        lambda state, run: correct_count(state.params, run._replace(mode_mask=state.mode_mask), data.test_images,
+                                         data.test_labels, recipe=recipe)
+    )(states, runs)
+    active = jnp.stack([m.sum(-1) for m in states.mode_mask], -1).astype(jnp.int32) if states.mode_mask else \
+        jnp.zeros((states.diverged_epoch.shape[0], 0), jnp.int32)
     return states, EpochMetrics(  # accuracies as counts of correct examples (see correct_count)
-        losses.mean(0), accuracies.sum(0), test_loss, test_correct, states.diverged_epoch, states.divergence_cause
+        losses.mean(0), accuracies.sum(0), test_loss, test_correct, states.diverged_epoch, states.divergence_cause, active
     )
+
+
+def prune_state(state: TrainState, run: RunHparams, *, epoch: jax.Array, recipe: Recipe) -> TrainState:
+    """``state`` after the pruning step that ends epoch ``epoch`` (a traced no-op in the other
+    epochs, after ``recipe.prune_until`` and for a diverged run): the weakest modes by tau are
+    masked (:func:`~mdl_jax._prune.prune_masks`) and zeroed in the parameters and in the
+    optimizer's moments, so they stay zero as padded modes do."""
+    done = epoch + 1
+    due = (done % recipe.prune_every == 0) & (state.diverged_epoch < 0)
+    if recipe.prune_until is not None:
+        due &= done <= recipe.prune_until
+    pruned = prune_masks(state.params, recipe.spec, state.mode_mask, run.prune_tau, recipe.min_modes)
+    mask = tuple(jnp.where(due, new, old) for new, old in zip(pruned, state.mode_mask))
+    return state._replace(params=zero_inactive_modes(state.params, recipe.spec, mask),
+                          opt_state=zero_pruned(state.opt_state, state.params, recipe.spec, mask), mode_mask=mask)
 
 
 def train_epoch(
@@ -282,13 +316,13 @@ def compiled_sweep_fns(recipe: Recipe, group_size: int = 1):
     """
 
     def epoch_fn(state: TrainState, runs: RunHparams, data: DataArrays, epoch: jax.Array):
-        split = functools.partial(jax.tree.map, lambda a: a.reshape((-1, group_size) + a.shape[1:]))
-        merge = functools.partial(jax.tree.map, lambda a: a.reshape((-1,) + a.shape[2:]))
+        split = functools.partial(jax.tree.map, lambda a: a.reshape((a.shape[0] // group_size, group_size) + a.shape[1:]))
+        merge = functools.partial(jax.tree.map, lambda a: a.reshape((a.shape[0] * a.shape[1],) + a.shape[2:]))
         grouped = functools.partial(_train_epoch_shared_order, recipe=recipe)
         state, metrics = jax.vmap(grouped, in_axes=(0, 0, None, None))(split(state), split(runs), data, epoch)
         return merge(state), merge(metrics)
 
-    init, test = _compiled_run_fns(Recipe(spec=recipe.spec, dtype=recipe.dtype, loss=recipe.loss))
+    init, test = _compiled_run_fns(Recipe(spec=recipe.spec, dtype=recipe.dtype, loss=recipe.loss))  # no pruning there
     return init, jax.jit(epoch_fn, donate_argnums=0), test
 
 
@@ -298,7 +332,8 @@ def _compiled_run_fns(recipe: Recipe):
     the dtype (not on the seed groups, the schedule or the penalties), so the caller passes a
     recipe with only those fields set, and sweeps that differ elsewhere share one compilation."""
     init = jax.jit(jax.vmap(functools.partial(init_state, recipe=recipe)))
-    test = jax.jit(jax.vmap(lambda state, run, x, y: correct_count(state.params, run, x, y, recipe=recipe)[1],
+    test = jax.jit(jax.vmap(lambda state, run, x, y: correct_count(state.params, run._replace(mode_mask=state.mode_mask),
+                                                                  x, y, recipe=recipe)[1],
                             in_axes=(0, 0, None, None)))
     return init, test
 
@@ -383,7 +418,9 @@ def train(
         if on_epoch is not None:
             on_epoch(epoch, history[-1], chunks.state)
     empty = np.zeros((0, len(runs.key)))
-    stacked = EpochMetrics(*map(np.stack, zip(*history))) if history else EpochMetrics(*[empty] * len(EpochMetrics._fields))
+    layers = len(runs.mode_mask)
+    stacked = EpochMetrics(*map(np.stack, zip(*history))) if history else \
+        EpochMetrics(*[empty] * (len(EpochMetrics._fields) - 1), np.zeros((0, len(runs.key), layers), int))
     return TrainResult(chunks.state(), initial_accuracy, stacked, time.perf_counter() - start)
 
 
@@ -538,9 +575,10 @@ def build_sweep(
     modes: Iterable[int | Sequence[int] | None] = (None,),
     seeds: Iterable[int] = (0,),
     learning_rates: Iterable[float] = (3e-3,),
+    prune_taus: Iterable[float] = (0.0,),
     **recipe_kwargs,
 ) -> Sweep:
-    """The grid ``modes x seeds x learning_rates`` of one method as a single program.
+    """The grid ``modes x seeds x learning_rates x prune_taus`` of one method as a single program.
 
     Every layer is padded to the largest mode count of the grid, and each run carries a mask
     that switches its extra modes off.
@@ -552,6 +590,8 @@ def build_sweep(
         for ``bp`` (and for full-rank ``svd``).
       seeds: integer seeds.
       learning_rates: initial learning rates.
+      prune_taus: pruning thresholds (with ``prune_every > 0``; :mod:`mdl_jax._prune`), each
+        in ``[0, 1)``.
       **recipe_kwargs: the other fields of :class:`Recipe`.
 
     Raises:
@@ -564,11 +604,13 @@ def build_sweep(
     for lr in learning_rates:
         if not lr > 0:
             raise SpecError(f"learning rates must be > 0, got {lr}")
+    prune_taus = [float(t) for t in prune_taus]
+    check_pruning(method, prune_taus, recipe_kwargs.get("prune_every", 0), recipe_kwargs.get("min_modes", 1))
     padded = tuple(max(s.modes[l] for s in specs) for l in range(len(specs[0].modes)))
     recipe = Recipe(spec=make_spec(widths, padded or None, method), **recipe_kwargs)
     # Seed-major order: the runs of one seed are consecutive and share their minibatches.
-    grid = list(itertools.product(seeds, specs, learning_rates))
-    infos = [RunInfo(method, s.modes, int(seed), lr, param_count(s)) for seed, s, lr in grid]
+    grid = list(itertools.product(seeds, specs, learning_rates, prune_taus))
+    infos = [RunInfo(method, s.modes, int(seed), lr, param_count(s), tau) for seed, s, lr, tau in grid]
     runs = RunHparams(
         key=jnp.stack([jax.random.PRNGKey(info.seed) for info in infos]),
         learning_rate=jnp.asarray([info.learning_rate for info in infos], recipe.dtype),
@@ -576,8 +618,22 @@ def build_sweep(
             jnp.stack(layer)
             for layer in zip(*(mode_mask(info.modes, padded, recipe.dtype) for info in infos))
         ),
+        prune_tau=jnp.asarray([info.prune_tau for info in infos], recipe.dtype),
     )
     return Sweep(recipe, runs, infos)
+
+
+def check_pruning(method: str, prune_taus: Sequence[float], prune_every: int, min_modes: int) -> None:
+    """Raises :class:`SpecError` for pruning settings that cannot work."""
+    if prune_every < 0 or min_modes < 1:
+        raise SpecError(f"prune_every must be >= 0 (0: no pruning) and min_modes >= 1, got {prune_every} and {min_modes}")
+    for tau in prune_taus:
+        if not 0 <= tau < 1:
+            raise SpecError(f"prune_tau is a share of a layer's tau in [0, 1), got {tau}")
+    entry = get_method(method)
+    if prune_every and entry.has_modes and entry.shared_modes:
+        raise SpecError(f"{method} shares its patterns between layers, so a mode cannot be pruned in one layer alone; "
+                        "prune mdl or another method with its own modes per layer")
 
 
 def select_run(tree, index: int):
