@@ -5,6 +5,7 @@ import json
 import re
 
 import jax
+import numpy as np
 import pytest
 
 import mdl_jax
@@ -271,3 +272,20 @@ def test_a_figure_run_checks_its_data_before_writing_and_stops_in_one_line(tmp_p
     with pytest.raises(SystemExit):
         common.parser(fig4.__doc__, "seeds=2").parse_args(["--help"])
     assert "--set seeds=2" in capsys.readouterr().out  # the help's example is one of the figure's keys
+
+
+@pytest.mark.mnist
+def test_adaptive_tiny(tmp_path, mnist):
+    from experiments import adaptive
+
+    settings = adaptive.AdaptiveSettings(seeds=2, epochs=2, widths=(20,), grid_modes=(2, 5), p_max=8, prune_taus=(0.0, 0.3),
+                                         prune_until=1, last_epochs=1)
+    results = adaptive.run(settings, _mnist_slice(mnist, n_train=2000, n_test=500), tmp_path)
+    saved = _written(tmp_path, "adaptive")["widths"]["20"]
+    assert set(saved["grid"]) == {"2", "5"} and saved["least_modes"] in (2, 5, None)
+    kept, pruned = saved["adaptive"]["0"], saved["adaptive"]["0.3"]
+    assert kept["final_modes_mean"] == [8, 8, 8] and max(pruned["final_modes_max"]) < 8  # tau 0 keeps every mode
+    assert pruned["final_param_count_mean"] < kept["final_param_count_mean"]
+    assert saved["baseline"]["threshold"] == pytest.approx(saved["baseline"]["mean"] - np.std(
+        mdl_jax.load_metrics(tmp_path / "runs" / "20_bp_fanin", "bp_fanin")[-1], ddof=1))
+    assert results["widths"]["20"]["wall_time_s"]["adaptive"] > 0
