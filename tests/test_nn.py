@@ -79,11 +79,14 @@ def test_mode_dense_mlp_is_mdl_apply_and_trains_identically(registered, small_da
     chex.assert_trees_all_close(mdl_jax.apply(flax_params, x, spec=spec._replace(method="flax_mlp")),
                                 mdl_jax.apply(mdl_jax.init_params(key, spec), x, spec=spec), rtol=1e-6)
     trained = {}
-    for name in ("mdl", "flax_mlp"):
-        sweep = mdl_jax.build_sweep((12, 10, 8, 3), name, modes=[2, 4], seeds=[0, 1], batch_size=50)
-        trained[name] = mdl_jax.train(sweep.recipe, sweep.runs, small_data, epochs=1)
+    for name in ("mdl", "flax_mlp"):  # pruning (mdl_jax._prune) works through the Flax model's mode layers too
+        sweep = mdl_jax.build_sweep((12, 10, 8, 3), name, modes=[2, 4], seeds=[0, 1], batch_size=50, prune_taus=[0.0, 0.3],
+                                    prune_every=1, learning_rates=[0.01])
+        trained[name] = mdl_jax.train(sweep.recipe, sweep.runs, small_data, epochs=2)
     chex.assert_trees_all_close(_as_mdl(trained["flax_mlp"].state.params, 3), trained["mdl"].state.params, rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(trained["flax_mlp"].metrics.test_accuracy, trained["mdl"].metrics.test_accuracy)
+    np.testing.assert_array_equal(trained["flax_mlp"].metrics.active_modes, trained["mdl"].metrics.active_modes)
+    assert trained["mdl"].metrics.active_modes[-1, 3].sum() < 12  # p = 4, tau 0.3: pruned
 
 
 def test_mode_conv_is_the_convolution_with_the_formed_kernel():
@@ -231,17 +234,3 @@ def test_a_model_the_trainer_cannot_train_is_refused_at_build_time(registered, b
         registered("bad_model", build)
         mdl_jax.build_sweep(widths, "bad_model", modes=[2], seeds=[0])
 
-
-def test_a_flax_model_prunes_its_modes_as_the_mlp_does(registered, small_data):
-    """Pruning during training (mdl_jax._prune) works through any method with mode layers: the
-    ModeDense MLP prunes the same modes as mdl and keeps the same numbers."""
-    registered("flax_mlp_pruned", ModeMLP)
-    trained = {}
-    for name in ("mdl", "flax_mlp_pruned"):
-        sweep = mdl_jax.build_sweep((12, 10, 8, 3), name, modes=[6], seeds=[0], prune_taus=[0.0, 0.3], prune_every=1,
-                                    batch_size=50, learning_rates=[0.01])
-        trained[name] = mdl_jax.train(sweep.recipe, sweep.runs, small_data, epochs=2)
-    np.testing.assert_array_equal(trained["flax_mlp_pruned"].metrics.active_modes, trained["mdl"].metrics.active_modes)
-    assert trained["mdl"].metrics.active_modes[-1, 1].sum() < 18
-    chex.assert_trees_all_close(_as_mdl(trained["flax_mlp_pruned"].state.params, 3), trained["mdl"].state.params,
-                                rtol=1e-5, atol=1e-6)
