@@ -90,8 +90,10 @@ def draw(results: dict):
         base = results["widths"][w]["baseline"]
         axes[1].axhline(100 * base["threshold"], color="grey", ls=":", lw=0.8)
     axes[0].set(xscale="log", xlabel="width N", ylabel="modes", title="(a) least p (grid) and modes left by pruning")
-    axes[1].set(xscale="log", xlabel="trainable parameters", ylabel="test accuracy (%)",
-                title="(b) grid (grey lines, one per N) and adaptive runs; dotted: criterion")
+    axes[0].set_xticks(n, [str(v) for v in n], minor=False)
+    axes[0].set_xticks([], minor=True)
+    axes[1].set(xscale="log", xlabel="trainable parameters", ylabel="test accuracy (%)", ylim=(90, 99),
+                title="(b) accuracy: grid (grey, one line per N), adaptive\n(dotted: each N's criterion, BP mean - std)")
     axes[0].legend(fontsize=7)
     axes[1].legend(fontsize=7)
     return fig

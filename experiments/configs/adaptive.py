@@ -2,7 +2,7 @@
 
 Command (full; thresholds and criterion fixed before the first run, 2026-12-06)::
 
-    python -m experiments.adaptive --out runs/adaptive --data-dir DIR
+    python -m experiments.adaptive --out runs/adaptive --data-dir DIR    # 898 s on 2 CPU cores (2026-12-06)
 
 784-N-N-10 on MNIST at N = 25, 100, 400, Fig. 2c's recipe (3 seeds x 15 epochs, lr 3e-3 halving
 every 5 epochs, weight decay 1e-3 for 1L2P and 1e-4 for the authors' BP). The grid: 1L2P at
@@ -12,6 +12,10 @@ Adaptive: one sweep per N starting from p_max = 70 in every layer, pruning after
 up to epoch 10 at each threshold of ``prune_taus`` (then 5 epochs at the final masks); its
 final modes per layer are compared with the grid's least p, its accuracy with the same
 criterion. --quick: 2 widths, 2 seeds, 3 epochs (minutes on 2 CPU cores).
+
+Expected (docs/results.md): grid least p 8, 12, 20 at N = 25, 100, 400; the adaptive runs keep
+about 55, 37, 21 modes per layer at thresholds 0.02, 0.05, 0.1 whatever N, at 96.2-98.1 %;
+grid 560 s, adaptive 219 s of training.
 """
 
 from __future__ import annotations
