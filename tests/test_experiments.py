@@ -280,8 +280,10 @@ def test_adaptive_tiny(tmp_path, mnist):
 
     settings = adaptive.AdaptiveSettings(seeds=2, epochs=2, widths=(20,), grid_modes=(2, 5), p_max=8, prune_taus=(0.0, 0.3),
                                          prune_until=1, last_epochs=1)
-    results = adaptive.run(settings, _mnist_slice(mnist, n_train=2000, n_test=500), tmp_path)
-    saved = _written(tmp_path, "adaptive")["widths"]["20"]
+    results = adaptive.run(settings, _mnist_slice(mnist, n_train=1000, n_test=500), tmp_path, plot=False)
+    assert {"results.json", "config.json"} <= {p.name for p in tmp_path.iterdir()}
+    saved = json.loads((tmp_path / "results.json").read_text())["widths"]["20"]
+    adaptive.draw(json.loads((tmp_path / "results.json").read_text()))  # the figure draws from the file
     assert set(saved["grid"]) == {"2", "5"} and saved["least_modes"] in (2, 5, None)
     kept, pruned = saved["adaptive"]["0"], saved["adaptive"]["0.3"]
     assert kept["final_modes_mean"] == [8, 8, 8] and max(pruned["final_modes_max"]) < 8  # tau 0 keeps every mode
