@@ -76,7 +76,7 @@ def test_fig2_tiny(tmp_path, mnist):
 
     settings = fig2.Fig2Settings(seeds=2, epochs=2, modes=(5, 30), trajectory_modes=(30,), widths=(100,),
                                  width_modes=(5, 20), overlap_dim=3, last_epochs=2)  # (c) at N = 100: panel (b)'s widths
-    results = fig2.run(settings, _mnist_slice(mnist), tmp_path)
+    results = fig2.run(settings, _mnist_slice(mnist, n_train=3000, n_test=1000), tmp_path)
     saved = _written(tmp_path, "fig2")
     assert set(saved["b_accuracy_vs_p"]["mdl"]) == {"5", "30"}
     assert saved["b_accuracy_vs_p"]["mdl"]["30"]["param_fraction"] == pytest.approx(35_910 / 89_400)
@@ -280,7 +280,7 @@ def test_adaptive_tiny(tmp_path, mnist):
 
     settings = adaptive.AdaptiveSettings(seeds=2, epochs=2, widths=(20,), grid_modes=(2, 5), p_max=8, prune_taus=(0.0, 0.3),
                                          prune_until=1, last_epochs=1)
-    results = adaptive.run(settings, _mnist_slice(mnist, n_train=1000, n_test=500), tmp_path, plot=False)
+    results = adaptive.run(settings, _mnist_slice(mnist, n_train=600, n_test=300), tmp_path, plot=False)
     assert {"results.json", "config.json"} <= {p.name for p in tmp_path.iterdir()}
     saved = json.loads((tmp_path / "results.json").read_text())["widths"]["20"]
     adaptive.draw(json.loads((tmp_path / "results.json").read_text()))  # the figure draws from the file

@@ -206,52 +206,50 @@ def _cli(*args):
     return [sys.executable, "-m", "mdl_jax._cli", "train", *args]
 
 
-def test_two_processes_started_together_cannot_share_a_workdir(tmp_path):
-    """Two real processes on one workdir, started 0.3 s apart: one trains, the other is refused,
-    and every (run, epoch) is in metrics.jsonl once. The one that trains shows its progress as
-    one plain line per epoch, as piped output should."""
-    (tmp_path / "c.json").write_text(json.dumps({**TINY, "epochs": 12}))
-    command = _cli("--config", str(tmp_path / "c.json"), "--workdir", str(tmp_path / "run"), "--cpu-devices", "1")
+def test_one_process_owns_a_workdir_and_ctrl_c_says_how_to_continue(tmp_path):
+    """Real processes on one workdir: a second one started 0.3 s after the first, and a third
+    once the first trains, are refused (the third naming the owner's pid). Ctrl-C ends the
+    owner with one line; --resume --set epochs=N continues it, and every (run, epoch) is in
+    metrics.jsonl once. Piped, the owner's progress is one plain line per epoch."""
+    (tmp_path / "c.json").write_text(json.dumps({**TINY, "epochs": 100_000, "checkpoint_every": 5}))
+    workdir = tmp_path / "run"
+    command = _cli("--config", str(tmp_path / "c.json"), "--workdir", str(workdir), "--cpu-devices", "1")
     first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
     time.sleep(0.3)
     second = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
-    outcomes = sorted((p.wait(timeout=600), p.communicate()[1]) for p in (first, second))
-    assert [code for code, _ in outcomes] == [0, 2], outcomes
-    assert re.search(r"mdl-jax: error: workdir .* (is in use by process \d+|is not empty)", outcomes[1][1]), outcomes[1][1]
-    lines = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    pairs = [(l["run"], l["epoch"]) for l in lines]
-    assert len(pairs) == len(set(pairs)) == 4 * 13
-    progress = outcomes[0][1]  # piped, the progress is one plain line per epoch
-    assert "\r" not in progress and re.findall(r"^mdl epoch (\d+)/12: test accuracy mean", progress, re.M) == [str(e) for e in range(1, 13)]
-    assert not (tmp_path / "run" / ".lock").exists()  # released and removed on exit
-
-
-def test_a_held_workdir_is_refused_and_ctrl_c_says_how_to_continue(tmp_path):
-    """A long run holds its workdir: a second process is refused naming the owner; Ctrl-C ends
-    the first with one line, and --resume --set epochs=N continues it."""
-    (tmp_path / "c.json").write_text(json.dumps({**TINY, "epochs": 100_000, "checkpoint_every": 5}))
-    workdir = tmp_path / "run"
-    owner = subprocess.Popen(_cli("--config", str(tmp_path / "c.json"), "--workdir", str(workdir), "--quiet", "--cpu-devices", "1"),
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
     try:
+        deadline = time.monotonic() + 300
+        while first.poll() is None and second.poll() is None:  # either may win the start; the other is refused
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        loser, owner = (first, second) if first.poll() is not None else (second, first)
+        assert loser.wait() == 2, loser.communicate()
+        refused = loser.communicate()[1]
+        assert re.search(r"mdl-jax: error: workdir .* (is in use by process \d+|is not empty)", refused), refused
         checkpoints = workdir / "checkpoints" / "mdl"
         deadline = time.monotonic() + 300
         while not (checkpoints.is_dir() and any(p.name.isdigit() for p in checkpoints.iterdir())):
             assert owner.poll() is None and time.monotonic() < deadline, owner.communicate()
             time.sleep(0.2)
-        other = subprocess.run(_cli("--resume", str(workdir), "--quiet"), capture_output=True, text=True, cwd=ROOT, timeout=600)
-        assert other.returncode == 2
-        assert f"is in use by process {owner.pid}" in other.stderr and "Traceback" not in other.stderr, other.stderr
+        third = subprocess.run(_cli("--resume", str(workdir), "--quiet"), capture_output=True, text=True, cwd=ROOT, timeout=600)
+        assert third.returncode == 2
+        assert f"is in use by process {owner.pid}" in third.stderr and "Traceback" not in third.stderr, third.stderr
         owner.send_signal(signal.SIGINT)
         code, err = owner.wait(timeout=120), owner.communicate()[1]
     finally:
-        owner.kill()
+        first.kill()
+        second.kill()
     assert code == 130 and "Traceback" not in err, err
-    assert re.fullmatch(rf"mdl-jax: interrupted at epoch \d+ of mdl; continue with: mdl-jax train --resume {re.escape(str(workdir))}\n", err), err
+    *progress, last = err.splitlines()
+    assert re.fullmatch(rf"mdl-jax: interrupted at epoch \d+ of mdl; continue with: mdl-jax train --resume {re.escape(str(workdir))}", last), err
+    assert "\r" not in err and re.findall(r"^mdl epoch (\d+)/100000: test accuracy mean", err, re.M)[:3] == ["1", "2", "3"]
     done = max(int(p.name) for p in checkpoints.iterdir() if p.name.isdigit())
     assert main(["train", "--resume", str(workdir), "--set", f"epochs={done + 1}", "--quiet"]) == 0
     assert json.loads((workdir / "config.json").read_text())["epochs"] == done + 1
     assert json.loads((workdir / "summary.json").read_text())["runs"][0]["epochs"] == done + 1
+    pairs = [(l["run"], l["epoch"]) for l in map(json.loads, (workdir / "metrics.jsonl").read_text().splitlines())]
+    assert len(pairs) == len(set(pairs)) == 4 * (done + 2)
+    assert not (workdir / ".lock").exists()  # released and removed on exit
 
 
 def test_a_lock_left_by_a_killed_process_is_named_and_taken_over(tmp_path, capsys):
