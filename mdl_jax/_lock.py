@@ -29,11 +29,11 @@ class WorkdirBusy(RuntimeError):
 
 def _alive(pid: int) -> bool:
     try:
-        os.kill(pid, 0)
+        os.kill(pid, 0)  # a PermissionError would mean it exists, owned by another user
     except ProcessLookupError:
         return False
-    except PermissionError:  # exists, owned by another user
-        return True
+    except PermissionError:
+        pass
     return True
 
 

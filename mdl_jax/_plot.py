@@ -22,10 +22,10 @@ def curves(workdir: str | os.PathLike) -> dict[tuple, dict[str, np.ndarray]]:
     lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     if not lines:
         raise FileNotFoundError(f"{path} is empty: the run has not finished an epoch yet")
-    groups: dict[tuple, dict[tuple, dict[int, dict]]] = {}
+    groups: dict[tuple, dict[int, dict[int, dict]]] = {}  # group -> run -> epoch -> line
     for line in lines:
         group = (line["method"], tuple(line["modes"]), line["learning_rate"])
-        groups.setdefault(group, {}).setdefault((line["run"],), {})[line["epoch"]] = line
+        groups.setdefault(group, {}).setdefault(line["run"], {})[line["epoch"]] = line
     found = {}
     for group, runs in groups.items():
         epochs = np.arange(1 + max(max(r) for r in runs.values()))

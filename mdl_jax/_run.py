@@ -445,15 +445,19 @@ def aggregate(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def format_table(table: list[dict[str, Any]]) -> str:
     """The aggregated table as aligned text, one line per method, modes and learning rate."""
-    width = max([16] + [len(",".join(map(str, r["modes"]))) + 12 + 6 * len(r.get("mean_final_modes", ())) for r in table if "prune_tau" in r])
+    def modes_text(row):  # the starting modes; if pruned, the threshold and what was left (mean over seeds)
+        text = ",".join(map(str, row["modes"])) or "-"
+        if "prune_tau" in row:
+            text += f" tau {row['prune_tau']:g} -> " + ",".join(f"{m:.3g}" for m in row["mean_final_modes"])
+        return text
+
+    width = max([16] + [len(modes_text(row)) + 2 for row in table])
     lines = [f"{'method':<12}{'modes':<{width}}{'lr':>9}{'seeds':>7}{'params':>10}  test accuracy (mean ± std over seeds)"]
     for row in table:
         accuracy = ("all diverged" if row["mean_test_accuracy"] is None
                     else f"{100 * row['mean_test_accuracy']:.2f} % ± {100 * row['std_test_accuracy']:.2f}")
         diverged = f" ({row['diverged']} diverged)" if row["diverged"] else ""
-        modes = ",".join(map(str, row["modes"])) or "-"
-        if "prune_tau" in row:  # the starting modes, the threshold and what was left (mean over seeds)
-            modes += f" tau {row['prune_tau']:g} -> " + ",".join(f"{m:.3g}" for m in row["mean_final_modes"])
+        modes = modes_text(row)
         params = round(row.get("mean_final_param_count", row["param_count"]))  # after pruning, if it pruned
         lines.append(f"{row['method']:<12}{modes:<{width}}{row['learning_rate']:>9.3g}{row['seeds']:>7}"
                      f"{params:>10}  {accuracy}{diverged}")
@@ -478,7 +482,8 @@ def _summarise(workdir: Path, dataset: Dataset, runs: list[dict[str, Any]], writ
 
 
 def _train_method(recorder: Recorder, data, config: TrainConfig, state, history: History) -> History:
-    """Trains the remaining epochs of one method from ``state`` and saves its parameters."""
+    """Trains the remaining epochs of one method from ``state`` and saves its parameters (the
+    caller closes the recorder, on every exit path)."""
     recorder.start(history)
     remaining = config.epochs - len(history.rows)
     if remaining > 0:
@@ -488,7 +493,6 @@ def _train_method(recorder: Recorder, data, config: TrainConfig, state, history:
             on_start=recorder.on_start, on_epoch=recorder.on_epoch, max_runs_per_chunk=config.max_runs_per_chunk,
             max_padding=config.max_padding,
         ).state
-    recorder.close()
     params_path = recorder.workdir / "params" / f"{recorder.method}.npz"
     if recorder.writer and (remaining > 0 or not params_path.is_file()):
         _save_params(params_path, recorder.sweep, jax.tree.map(np.asarray, state.params), jax.tree.map(np.asarray, state.mode_mask))
