@@ -1,7 +1,8 @@
 """Models beyond the MLP for ``experiments/beyond_mlp.py``: a small CNN and a small vision
 transformer on MNIST, each with mode-decomposed layers (``mdl_jax.nn``) or plain Flax layers,
 registered as methods (``cnn_modes``, ``cnn_plain``, ``vit_modes``, ``vit_plain``) so that they
-train through the run driver like the letter's MLPs.
+train through the run driver like the letter's MLPs; and LeNet-5 as DLRT's benchmark has it
+(``lenet_modes``, ``lenet_plain``; ``experiments/vs_dlrt.py``).
 
 Importing this module registers them, so a config can name it in ``imports``:
 ``mdl-jax train --set imports=experiments.models --set methods=cnn_modes --set "widths=[784,16,32,10]"``.
@@ -16,7 +17,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 import mdl_jax
-from mdl_jax.nn import ModeConv, ModeDense, flax_method
+from mdl_jax.nn import Conv, ModeConv, ModeDense, flax_method
 
 CNN_WIDTHS = (784, 16, 32, 10)  # channels of the two convolutions, then the classes
 VIT_WIDTH, VIT_HEADS, VIT_BLOCKS, VIT_HIDDEN, PATCH = 64, 4, 2, 128, 7
@@ -52,6 +53,36 @@ class CNN(nnx.Module):
         h = jax.nn.relu(_call(self.conv0, h, mode_mask, 0))
         h = jax.nn.relu(_call(self.conv1, h, mode_mask, 1))
         return _call(self.head, h.reshape(*h.shape[:-3], -1), mode_mask, 2)
+
+
+LENET_WIDTHS = (784, 20, 50, 500, 10)  # channels of the two convolutions, the hidden units, the classes
+
+
+class LeNet5(nnx.Module):
+    """LeNet-5 of DLRT's MNIST benchmark: conv 1->20 5x5 -> relu -> max-pool 2 -> conv 20->50 5x5
+    -> relu -> max-pool 2 -> dense 800->500 -> relu -> dense 500->10 (430,500 weights, with
+    biases). The two convolutions and the first dense layer are the mode layers; the head stays
+    dense, as in DLRT."""
+
+    def __init__(self, key, spec, dtype, *, modes: bool):
+        c1, c2, hidden, classes = spec.widths[1:]
+        p = spec.modes or (0, 0, 0)
+        if modes:
+            self.conv0 = ModeConv(1, c1, (5, 5), p[0], key=key, layer=0, padding="VALID", use_bias=True, dtype=dtype)
+            self.conv1 = ModeConv(c1, c2, (5, 5), p[1], key=key, layer=1, padding="VALID", use_bias=True, dtype=dtype)
+        else:
+            conv = lambda a, b, l: Conv(a, b, (5, 5), key=jax.random.fold_in(key, l), padding="VALID", dtype=dtype)
+            self.conv0, self.conv1 = conv(1, c1, 0), conv(c1, c2, 1)  # computed as ModeConv is
+        self.dense = _dense(modes, key, 2, 16 * c2, hidden, p[2], dtype, bias=True)
+        self.head = nnx.Linear(hidden, classes, param_dtype=dtype, rngs=nnx.Rngs(jax.random.fold_in(key, 3)))
+
+    def __call__(self, x, mode_mask=None):
+        pool = lambda h: nnx.max_pool(h, (2, 2), strides=(2, 2))
+        h = x.reshape(*x.shape[:-1], 28, 28, 1)
+        h = pool(jax.nn.relu(_call(self.conv0, h, mode_mask, 0)))
+        h = pool(jax.nn.relu(_call(self.conv1, h, mode_mask, 1)))
+        h = jax.nn.relu(_call(self.dense, h.reshape(*h.shape[:-3], -1), mode_mask, 2))
+        return self.head(h)
 
 
 class ViT(nnx.Module):
@@ -92,8 +123,8 @@ class ViT(nnx.Module):
 
 
 def register() -> None:
-    """Adds the four models to the table of methods (again on a second call: idempotent)."""
-    for model, family in ((CNN, "cnn"), (ViT, "vit")):
+    """Adds the six models to the table of methods (again on a second call: idempotent)."""
+    for model, family in ((CNN, "cnn"), (ViT, "vit"), (LeNet5, "lenet")):
         for modes in (True, False):
             name = f"{family}_{'modes' if modes else 'plain'}"
             build = lambda key, spec, dtype, model=model, modes=modes: model(key, spec, dtype, modes=modes)

@@ -6,6 +6,7 @@ from mdl_jax._data import (
     Dataset as Dataset,
     gaussian_mixture as gaussian_mixture,
     gaussian_mixture_dataset as gaussian_mixture_dataset,
+    hold_out as hold_out,
     load_dataset as load_dataset,
     load_idx_folder as load_idx_folder,
     load_tfds as load_tfds,

@@ -18,9 +18,12 @@ from mdl_jax._data import DATASETS
 from mdl_jax._methods import METHODS, make_spec
 from mdl_jax._models import param_count
 from mdl_jax._spec import SpecError, full_ranks
-from mdl_jax._train import Recipe, check_pruning
+from mdl_jax._train import OPTIMIZERS, Recipe, check_pruning
 
 _RECIPE = Recipe._field_defaults  # one source for the training defaults
+
+
+_PER_LAYER = int | tuple[int, ...]
 
 
 class ConfigError(ValueError):
@@ -44,7 +47,8 @@ class TrainConfig:
         then to TFDS.
       widths: layer widths ``N_0 .. N_L``.
       methods: any of ``mdl``, ``mdl_1l1p``, ``two_factor``, ``bp``, ``svd``.
-      modes: mode counts to sweep (one per run, same p in every layer; ignored by ``bp``).
+      modes: mode counts to sweep (one per run; an int is the same p in every layer, a list
+        gives one per mode layer, e.g. ``[[10, 25, 250]]``; ignored by ``bp``).
         An empty list gives ``svd`` its full rank.
       seeds: integer seeds; runs of one seed share their data order.
       learning_rates: initial learning rates.
@@ -72,6 +76,10 @@ class TrainConfig:
       min_modes: pruning leaves at least this many modes per mode layer.
       prune_until: the last epoch after which pruning may happen (``None``: every due epoch);
         the epochs after it fine-tune at the final masks.
+      optimizer: ``adamw`` (the letter's) or ``sgd`` (plain SGD, no momentum).
+      validation: hold out the last this many training examples as a validation set (0:
+        none); ``metrics.jsonl`` then has ``val_loss`` and ``val_accuracy`` every epoch, and
+        ``summary.json`` each run's ``best_val_epoch`` and ``test_accuracy_at_best_val``.
     """
 
     description: str = ""
@@ -79,7 +87,7 @@ class TrainConfig:
     data_dir: str | None = None
     widths: tuple[int, ...] = (784, 100, 100, 10)
     methods: tuple[str, ...] = ("mdl",)
-    modes: tuple[int, ...] = (30,)
+    modes: tuple[int | tuple[int, ...], ...] = (30,)
     seeds: tuple[int, ...] = (0,)
     learning_rates: tuple[float, ...] = (3e-3,)
     epochs: int = 20
@@ -98,10 +106,13 @@ class TrainConfig:
     prune_tau: tuple[float, ...] = (0.0,)
     min_modes: int = _RECIPE["min_modes"]
     prune_until: int | None = _RECIPE["prune_until"]
+    optimizer: str = _RECIPE["optimizer"]
+    validation: int = 0
     imports: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+        listed = lambda v: [listed(i) for i in v] if isinstance(v, tuple) else v
+        return {k: listed(v) for k, v in dataclasses.asdict(self).items()}
 
     def identity(self) -> dict[str, Any]:
         """The settings that fix what the runs compute (see :data:`IDENTITY_KEYS`)."""
@@ -115,7 +126,7 @@ class TrainConfig:
 IDENTITY_KEYS = (
     "dataset", "widths", "methods", "modes", "seeds", "learning_rates", "batch_size", "lr_halving_epochs",
     "weight_decay", "svd_orthogonality", "svd_sparsity", "dtype", "loss", "prune_every", "prune_tau", "min_modes",
-    "prune_until",
+    "prune_until", "optimizer", "validation",
 )
 
 
@@ -131,6 +142,10 @@ def _coerce(key: str, value: Any, kind) -> Any:
     origin = typing.get_origin(kind)
 
     def scalar(v, t):
+        if t == _PER_LAYER:  # a mode count: one int for every layer, or a list with one per layer
+            if isinstance(v, (list, tuple)) and v and all(isinstance(i, int) and not isinstance(i, bool) for i in v):
+                return tuple(v)
+            return scalar(v, int)
         if t is float and isinstance(v, int) and not isinstance(v, bool):
             return float(v)
         if not isinstance(v, t) or isinstance(v, bool) and t is not bool:
@@ -210,6 +225,10 @@ def make_config(values: dict[str, Any] | None = None, base: TrainConfig | None =
         raise ConfigError("'methods', 'seeds' and 'learning_rates' each need at least one value")
     if config.loss not in ("cross_entropy", "mse"):
         raise ConfigError(f"'loss' must be cross_entropy or mse, got {config.loss!r}")
+    if config.optimizer not in OPTIMIZERS:
+        raise ConfigError(f"'optimizer' must be one of {', '.join(OPTIMIZERS)}, got {config.optimizer!r}")
+    if config.validation < 0:
+        raise ConfigError(f"'validation' is a number of held-out training examples, >= 0, got {config.validation}")
     if config.dtype not in ("float32", "float64"):
         raise ConfigError(f"'dtype' must be float32 or float64, got {config.dtype!r}")
     return config
@@ -253,9 +272,11 @@ def _check_architectures(config: TrainConfig) -> None:
                 ), stacklevel=3)
 
 
-def _capped(widths, p: int) -> list[int]:
-    """``p`` modes in every layer, capped at each layer's full rank (for ``rank_by_default`` methods)."""
-    return [min(p, min(a, b)) for a, b in zip(widths[:-1], widths[1:])]
+def _capped(widths, p: int | tuple[int, ...]) -> list[int]:
+    """``p`` modes in every layer (or ``p[l]`` in layer ``l``), capped at each layer's full rank
+    (for ``rank_by_default`` methods)."""
+    per_layer = p if isinstance(p, tuple) else (p,) * (len(widths) - 1)
+    return [min(q, a, b) for q, a, b in zip(per_layer, widths[:-1], widths[1:])]
 
 
 def sweep_modes(config: TrainConfig, method: str) -> list:

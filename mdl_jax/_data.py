@@ -42,6 +42,8 @@ class Dataset(NamedTuple):
       test_images: ``(n_test, D)`` float32.
       test_labels: ``(n_test,)`` int32.
       num_classes: number of classes (the output width a network needs).
+      val_images: ``(n_val, D)`` held-out validation images, or ``None`` (see :func:`hold_out`).
+      val_labels: ``(n_val,)``, or ``None``.
     """
 
     name: str
@@ -50,6 +52,8 @@ class Dataset(NamedTuple):
     test_images: np.ndarray
     test_labels: np.ndarray
     num_classes: int
+    val_images: np.ndarray | None = None
+    val_labels: np.ndarray | None = None
 
     @property
     def input_dim(self) -> int:
@@ -209,6 +213,23 @@ def load_dataset(name: str = "mnist", data_dir: str | os.PathLike | None = None)
     if name == "idx":
         raise DataError(f"dataset 'idx' needs a folder of IDX files: pass data_dir or set ${DATA_DIR_ENV}")
     return load_tfds(name)
+
+
+def hold_out(dataset: Dataset, n_val: int) -> Dataset:
+    """``dataset`` with its last ``n_val`` training examples moved to a validation set (the
+    trainer then reports ``val_loss`` and ``val_accuracy`` every epoch). ``n_val = 0``: as is.
+
+    Raises:
+      DataError: when ``n_val`` leaves no training example or is negative.
+    """
+    n_train = len(dataset.train_labels)
+    if not 0 <= n_val < n_train:
+        raise DataError(f"validation = {n_val} must be >= 0 and leave training examples: the data have {n_train}; "
+                        f"choose e.g. validation = {n_train // 6}")
+    if n_val == 0:
+        return dataset
+    return dataset._replace(train_images=dataset.train_images[:-n_val], train_labels=dataset.train_labels[:-n_val],
+                            val_images=dataset.train_images[-n_val:], val_labels=dataset.train_labels[-n_val:])
 
 
 def fingerprint(dataset: Dataset) -> dict:

@@ -48,7 +48,7 @@ from jax.experimental import multihost_utils
 from tqdm.auto import tqdm
 
 from mdl_jax._config import ConfigError, TrainConfig, sweep_modes
-from mdl_jax._data import DataError, Dataset, fingerprint, load_dataset
+from mdl_jax._data import DataError, Dataset, fingerprint, hold_out, load_dataset
 from mdl_jax._lock import holds_only_lock, workdir_lock
 from mdl_jax._methods import METHODS, make_spec
 from mdl_jax._models import init_params, param_count
@@ -151,7 +151,7 @@ class Prepared(NamedTuple):
 
 def _sweeps(config: TrainConfig) -> dict[str, Sweep]:
     recipe = {f: getattr(config, f) for f in ("batch_size", "lr_halving_epochs", "weight_decay", "svd_orthogonality",
-                                               "svd_sparsity", "dtype", "loss")}
+                                               "svd_sparsity", "dtype", "loss", "optimizer")}
     pruning = lambda method: (
         {"prune_every": config.prune_every, "prune_until": config.prune_until, "min_modes": config.min_modes,
          "prune_taus": config.prune_tau} if config.prune_every and METHODS[method].has_modes else {})
@@ -209,9 +209,10 @@ def prepare(config: TrainConfig, workdir: Path, *, resume: bool, dataset: Datase
     _check_workdir(workdir, resume)
     sweeps = _sweeps(config)
     dataset = dataset if dataset is not None else load_dataset(config.dataset, config.data_dir)
+    run_print = {"config": config.identity(), "data": fingerprint(dataset)}
+    dataset = hold_out(dataset, config.validation)
     for sweep in sweeps.values():
         check_data(sweep.recipe, dataset)
-    run_print = {"config": config.identity(), "data": fingerprint(dataset)}
     if resume:
         _check_resume(workdir, config, run_print["data"])
     return Prepared(sweeps, dataset, run_print)
@@ -235,7 +236,7 @@ class History(NamedTuple):
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> History:
-        rows = [EpochMetrics(**{f: np.asarray(v) for f, v in row.items()}) for row in data["rows"]]
+        rows = [EpochMetrics(**{f: None if v is None else np.asarray(v) for f, v in row.items()}) for row in data["rows"]]
         return cls(np.asarray(data["initial_test_accuracy"]), rows, float(data["wall_time_s"]))
 
 
@@ -258,6 +259,8 @@ def metric_lines(sweep: Sweep, history: History, epochs: range) -> str:
                 line["test_accuracy"] = _finite(history.initial[run])
             else:
                 line |= {f: _finite(getattr(row, f)[run]) for f in ("train_loss", "train_accuracy", "test_loss", "test_accuracy")}
+                if row.val_loss is not None:
+                    line |= {f: _finite(getattr(row, f)[run]) for f in ("val_loss", "val_accuracy")}
                 if sweep.recipe.prune_every and row.active_modes is not None:
                     line["active_modes"] = np.asarray(row.active_modes[run]).astype(int).tolist()
                 if 0 <= int(row.diverged_epoch[run]) < epoch:
@@ -406,8 +409,19 @@ def _run_summaries(sweep: Sweep, history: History, epochs: int) -> list[dict[str
         "method": info.method, "modes": list(info.modes), "seed": info.seed, "learning_rate": info.learning_rate,
         "final_test_accuracy": _finite(final[run]), "param_count": info.param_count, "epochs": epochs,
         "wall_time_s": history.wall_time_s, "runs_in_program": len(sweep.infos), **_divergence(history, run),
-        **_pruned(sweep, history, run, info),
+        **_pruned(sweep, history, run, info), **_selected(history, run),
     } for run, info in enumerate(sweep.infos)]
+
+
+def _selected(history: History, run: int) -> dict[str, Any]:
+    """With a validation set: the epoch (1-based) of the lowest validation loss and the test
+    accuracy there (early-stopping selection; nothing without a validation set)."""
+    if history.rows[-1].val_loss is None:
+        return {}
+    loss = np.asarray([row.val_loss[run] for row in history.rows], float)
+    best = int(np.argmin(np.where(np.isfinite(loss), loss, np.inf)))
+    return {"best_val_epoch": best + 1, "best_val_loss": _finite(loss[best]),
+            "test_accuracy_at_best_val": _finite(history.rows[best].test_accuracy[run])}
 
 
 def _pruned(sweep: Sweep, history: History, run: int, info) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Training: one epoch is a ``lax.scan`` of AdamW steps; a sweep is that epoch under ``vmap``.
+"""Training: one epoch is a ``lax.scan`` of AdamW (or SGD) steps; a sweep is that epoch under ``vmap``.
 
 The static half of a program is a :class:`Recipe` (architecture padded to ``p_max``, batch
 size, schedule, penalties, dtype). Everything that differs between runs of one sweep is a
@@ -49,6 +49,9 @@ class Recipe(NamedTuple):
       prune_until: no pruning after this epoch (``None``: until the end); the epochs after it
         fine-tune at the final masks.
       min_modes: pruning leaves at least this many modes in every mode layer.
+      optimizer: ``adamw`` (the letter's Adam, decoupled weight decay) or ``sgd`` (plain SGD
+        without momentum, as DLRT's benchmarks; weight decay there is added to the gradient,
+        as ``torch.optim.SGD`` does).
     """
 
     spec: NetworkSpec
@@ -62,9 +65,11 @@ class Recipe(NamedTuple):
     prune_every: int = 0
     prune_until: int | None = None
     min_modes: int = 1
+    optimizer: str = "adamw"
 
 
 LOSSES = ("cross_entropy", "mse")
+OPTIMIZERS = ("adamw", "sgd")
 
 
 def per_example_loss(logits: jax.Array, labels: jax.Array, loss: str) -> tuple[jax.Array, jax.Array]:
@@ -114,6 +119,8 @@ class EpochMetrics(NamedTuple):
     diverged_epoch: jax.Array  # -1, or the epoch in which the run diverged (then frozen)
     divergence_cause: jax.Array  # 0, or a key of DIVERGENCE_CAUSES
     active_modes: jax.Array | None = None  # (L,) active modes per mode layer after the epoch
+    val_loss: jax.Array | None = None  # loss on the validation set after the epoch (when the data hold one)
+    val_accuracy: jax.Array | None = None  # accuracy on the validation set after the epoch
 
 
 class DataArrays(NamedTuple):
@@ -121,6 +128,8 @@ class DataArrays(NamedTuple):
     train_labels: jax.Array
     test_images: jax.Array
     test_labels: jax.Array
+    val_images: jax.Array | None = None
+    val_labels: jax.Array | None = None
 
 
 class RunInfo(NamedTuple):
@@ -160,6 +169,8 @@ def _optimizer(recipe: Recipe, learning_rate: jax.Array, steps_per_epoch: int):
         learning_rate, transition_steps=recipe.lr_halving_epochs * steps_per_epoch,
         decay_rate=0.5, staircase=True,
     )
+    if recipe.optimizer == "sgd":
+        return optax.chain(optax.add_decayed_weights(recipe.weight_decay), optax.sgd(schedule))
     return optax.adamw(schedule, b1=0.9, b2=0.999, eps=1e-8, weight_decay=recipe.weight_decay)
 
 
@@ -252,14 +263,17 @@ def _train_epoch_shared_order(
     states, (losses, accuracies) = jax.lax.scan(step, states, (batches, jnp.arange(steps)))
     if recipe.prune_every:
         states = jax.vmap(functools.partial(prune_state, epoch=epoch, recipe=recipe))(states, runs)
-    test_loss, test_correct = jax.vmap(
-        lambda state, run: correct_count(state.params, run._replace(mode_mask=state.mode_mask), data.test_images,
-                                         data.test_labels, recipe=recipe)
+    counts = lambda images, labels: jax.vmap(
+        lambda state, run: correct_count(state.params, run._replace(mode_mask=state.mode_mask), images, labels,
+                                         recipe=recipe)
     )(states, runs)
+    test_loss, test_correct = counts(data.test_images, data.test_labels)
+    val_loss, val_correct = (None, None) if data.val_images is None else counts(data.val_images, data.val_labels)
     active = jnp.stack([m.sum(-1) for m in states.mode_mask], -1).astype(jnp.int32) if states.mode_mask else \
         jnp.zeros((states.diverged_epoch.shape[0], 0), jnp.int32)
     return states, EpochMetrics(  # accuracies as counts of correct examples (see correct_count)
-        losses.mean(0), accuracies.sum(0), test_loss, test_correct, states.diverged_epoch, states.divergence_cause, active
+        losses.mean(0), accuracies.sum(0), test_loss, test_correct, states.diverged_epoch, states.divergence_cause, active,
+        val_loss, val_correct,
     )
 
 
@@ -293,17 +307,19 @@ def train_epoch(
     return state, _fractions(counts, *_example_counts(recipe, data))
 
 
-def _example_counts(recipe: Recipe, data) -> tuple[int, int]:
-    """Training examples seen per epoch (whole minibatches) and test examples."""
+def _example_counts(recipe: Recipe, data) -> tuple[int, int, int]:
+    """Training examples seen per epoch (whole minibatches), test and validation examples."""
     n_train, n_test = np.shape(data.train_images)[0], np.shape(data.test_labels)[0]
-    return n_train // recipe.batch_size * recipe.batch_size, n_test
+    n_val = 0 if data.val_labels is None else np.shape(data.val_labels)[0]
+    return n_train // recipe.batch_size * recipe.batch_size, n_test, n_val
 
 
-def _fractions(metrics: EpochMetrics, seen: int, n_test: int, xp=jnp) -> EpochMetrics:
+def _fractions(metrics: EpochMetrics, seen: int, n_test: int, n_val: int = 0, xp=jnp) -> EpochMetrics:
     """The epoch program's correct counts as accuracies (``xp=np``: exact float64 on the host)."""
     as_float = (lambda a: np.asarray(a, np.float64)) if xp is np else (lambda a: a.astype(jnp.result_type(float)))
+    val = None if metrics.val_accuracy is None else as_float(metrics.val_accuracy) / n_val
     return metrics._replace(train_accuracy=as_float(metrics.train_accuracy) / seen,
-                            test_accuracy=as_float(metrics.test_accuracy) / n_test)
+                            test_accuracy=as_float(metrics.test_accuracy) / n_test, val_accuracy=val)
 
 
 @functools.lru_cache(maxsize=None)
@@ -322,14 +338,15 @@ def compiled_sweep_fns(recipe: Recipe, group_size: int = 1):
         state, metrics = jax.vmap(grouped, in_axes=(0, 0, None, None))(split(state), split(runs), data, epoch)
         return merge(state), merge(metrics)
 
-    init, test = _compiled_run_fns(Recipe(spec=recipe.spec, dtype=recipe.dtype, loss=recipe.loss))  # no pruning there
+    init, test = _compiled_run_fns(Recipe(spec=recipe.spec, dtype=recipe.dtype, loss=recipe.loss,
+                                                  optimizer=recipe.optimizer))  # no pruning there
     return init, jax.jit(epoch_fn, donate_argnums=0), test
 
 
 @functools.lru_cache(maxsize=None)
 def _compiled_run_fns(recipe: Recipe):
-    """``(init, test_accuracy)`` of a sweep. They depend only on the architecture, the loss and
-    the dtype (not on the seed groups, the schedule or the penalties), so the caller passes a
+    """``(init, test_accuracy)`` of a sweep. They depend only on the architecture, the loss, the
+    dtype and the optimizer (not on the seed groups, the schedule or the penalties), so the caller passes a
     recipe with only those fields set, and sweeps that differ elsewhere share one compilation."""
     init = jax.jit(jax.vmap(functools.partial(init_state, recipe=recipe)))
     test = jax.jit(jax.vmap(lambda state, run, x, y: correct_count(state.params, run._replace(mode_mask=state.mode_mask),
@@ -351,10 +368,13 @@ def run_footprint_bytes(recipe: Recipe) -> int:
 
 
 def data_arrays(dataset: Dataset, dtype: str = "float32") -> DataArrays:
-    """Puts a dataset on the default device once, in the recipe's dtype."""
+    """Puts a dataset on the default device once, in the recipe's dtype (with its validation
+    set, if it holds one)."""
+    val = (None, None) if dataset.val_images is None else \
+        (jnp.asarray(dataset.val_images, dtype), jnp.asarray(dataset.val_labels))
     return DataArrays(
         jnp.asarray(dataset.train_images, dtype), jnp.asarray(dataset.train_labels),
-        jnp.asarray(dataset.test_images, dtype), jnp.asarray(dataset.test_labels),
+        jnp.asarray(dataset.test_images, dtype), jnp.asarray(dataset.test_labels), *val,
     )
 
 
@@ -404,6 +424,8 @@ def train(
     data = dataset if isinstance(dataset, DataArrays) else data_arrays(dataset, recipe.dtype)
     if recipe.loss not in LOSSES:
         raise SpecError(f"unknown loss {recipe.loss!r}; choose one of {', '.join(LOSSES)}")
+    if recipe.optimizer not in OPTIMIZERS:
+        raise SpecError(f"unknown optimizer {recipe.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
     check_data(recipe, data)
     start = time.perf_counter()
     program = _program_maker(data, devices, max_runs_per_chunk)
@@ -419,8 +441,9 @@ def train(
             on_epoch(epoch, history[-1], chunks.state)
     empty = np.zeros((0, len(runs.key)))
     layers = len(runs.mode_mask)
-    stacked = EpochMetrics(*map(np.stack, zip(*history))) if history else \
-        EpochMetrics(*[empty] * (len(EpochMetrics._fields) - 1), np.zeros((0, len(runs.key), layers), int))
+    stack = lambda field: None if field[0] is None else np.stack(field)
+    stacked = EpochMetrics(*map(stack, zip(*history))) if history else EpochMetrics(
+        *[empty] * 6, np.zeros((0, len(runs.key), layers), int), *[empty if data.val_images is not None else None] * 2)
     return TrainResult(chunks.state(), initial_accuracy, stacked, time.perf_counter() - start)
 
 
@@ -431,7 +454,7 @@ def _program_maker(data: DataArrays, devices, max_runs_per_chunk) -> Callable[..
 
     def program(recipe: Recipe, runs: RunHparams, state: TrainState | None) -> _Chunks:
         layout = plan_layout(np.asarray(runs.key), run_bytes=run_footprint_bytes(recipe),
-                             data_bytes=sum(a.nbytes for a in data), devices=devices, max_runs_per_chunk=max_runs_per_chunk)
+                             data_bytes=sum(a.nbytes for a in data if a is not None), devices=devices, max_runs_per_chunk=max_runs_per_chunk)
         where = tuple(layout.mesh.devices.flat)
         if where not in placed:
             placed[where] = to_devices(data, layout.replicated)
@@ -446,7 +469,7 @@ class _Chunks:
 
     def __init__(self, recipe: Recipe, layout: Layout, runs: RunHparams, data: DataArrays, state: TrainState | None):
         self.layout, self.data = layout, data
-        self.seen, self.n_test = _example_counts(recipe, data)
+        self.seen, self.n_test, self.n_val = _example_counts(recipe, data)
         self.init, self.epoch_fn, self.test_fn = compiled_sweep_fns(recipe, layout.group_size)
         self.runs = [to_devices(chunk, layout.run_sharding) for chunk in _chunks(runs, layout)]
         if state is None:
@@ -476,7 +499,7 @@ class _Chunks:
             chunk_state, chunk_metrics = self.epoch_fn(chunk_state, chunk_runs, self.data, jnp.asarray(epoch, jnp.int32))
             metrics.append(to_host(chunk_metrics))
             self.states[c] = to_host(chunk_state) if self.offload else chunk_state
-        return _fractions(self._whole(metrics), self.seen, self.n_test, xp=np)
+        return _fractions(self._whole(metrics), self.seen, self.n_test, self.n_val, xp=np)
 
     def state(self) -> TrainState:
         """The whole state, every run, as host arrays."""

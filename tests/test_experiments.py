@@ -291,3 +291,45 @@ def test_adaptive_tiny(tmp_path, mnist):
     assert saved["baseline"]["threshold"] == pytest.approx(saved["baseline"]["mean"] - np.std(
         mdl_jax.load_metrics(tmp_path / "runs" / "20_bp_fanin", "bp_fanin")[-1], ddof=1))
     assert results["widths"]["20"]["wall_time_s"]["adaptive"] > 0
+
+
+def test_vs_dlrt_counts_parameters_as_dlrt_stored_them():
+    """DLRT's stored LeNet-5 table (parameters at ranks 10,20,48 / 8,8,15 / 2,2,3) is reproduced
+    by the count its numbers use, and the factors' count is larger."""
+    from experiments import vs_dlrt
+    from experiments.configs.vs_dlrt import DLRT_LENET
+
+    for tol, (_, _, ranks, params, compression, _) in DLRT_LENET.items():
+        count = vs_dlrt.counts(vs_dlrt.LENET_LAYERS, vs_dlrt.LENET_HEAD, ranks)
+        assert count["dlrt"] == params and count["dense"] == 430_500
+        assert round(100 * (1 - count["dlrt"] / count["dense"]), 1) == compression
+        assert count["honest"] >= count["dlrt"]
+
+
+@pytest.mark.mnist
+def test_vs_dlrt_tiny(tmp_path, mnist):
+    from experiments import vs_dlrt
+    from experiments.configs.vs_dlrt import VsDlrtSettings
+
+    settings = VsDlrtSettings(seeds=2, n_train=1000, validation=300, n_test=300, lenet_epochs=2, lenet_prune_until=1,
+                              lenet_prune_taus=(0.0, 0.3), lenet_p_max=(4, 6, 20), lenet_ranks=((2, 2, 3),),
+                              lenet_mdl_adam_lr=None, mlp_epochs=1, mlp_prune_until=1, mlp_modes=(4,), mlp_p_max=8,
+                              mlp_prune_taus=(0.3,))
+    results = vs_dlrt.run(settings, mnist, tmp_path, plot=False)
+    saved = json.loads((tmp_path / "results.json").read_text())
+    vs_dlrt.draw(saved)  # the figure draws from the file
+    lenet = saved["lenet"]["groups"]
+    assert set(lenet) == {"dense", "p=2,2,3", "tau=0", "tau=0.3"}
+    assert set(saved["mlp"]["groups"]) == {"dense", "p=4,4,4,4,4", "tau=0.3"}
+    assert lenet["tau=0"]["selected_modes_mean"] == [4, 6, 20]  # tau 0 prunes nothing
+    assert np.all(np.asarray(lenet["tau=0.3"]["selected_modes"]) <= [4, 6, 20])
+    assert lenet["tau=0.3"]["params_honest"] <= lenet["tau=0"]["params_honest"]
+    assert lenet["p=2,2,3"]["params_dlrt_count"] == 6647 and lenet["dense"]["compression_honest"] == 0
+    # a run's reported accuracy is the test accuracy at its lowest validation loss, read from its workdir
+    workdir = tmp_path / "runs" / "lenet_dense"
+    val, test = (mdl_jax.load_metrics(workdir, "lenet_plain", f) for f in ("val_loss", "test_accuracy"))
+    picked = 100 * test[1 + np.argmin(val[1:], 0), np.arange(2)]
+    assert lenet["dense"]["test_at_best_val"]["mean"] == pytest.approx(picked.mean())
+    verdict = saved["verdict"]["0.45 sgd"]
+    assert verdict["accuracy_met"] == (verdict["mdl"][0] >= verdict["dlrt"][0]) and set(saved["verdict"]) == {"0.45 sgd"}
+    assert results["wall_time_s"] > 0

@@ -12,7 +12,7 @@ import pytest
 from flax import nnx
 
 import mdl_jax
-from mdl_jax.nn import ModeConv, ModeDense, flax_method
+from mdl_jax.nn import Conv, ModeConv, ModeDense, conv_as_matmul, flax_method
 from conftest import random_dataset
 
 
@@ -97,6 +97,22 @@ def test_mode_conv_is_the_convolution_with_the_formed_kernel():
     direct = jax.lax.conv_general_dilated(x, kernel, (1, 2), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
     chex.assert_trees_all_close(conv(x), direct, rtol=1e-5, atol=1e-6)
     assert conv.xi_hat[...].shape == (3 * 2 * 3, 4) and conv.xi[...].shape == (5, 4)
+
+
+@pytest.mark.parametrize("strides, padding", [((1, 1), "VALID"), ((2, 1), "SAME")])
+def test_convolution_as_patches_times_kernel_is_the_convolution(strides, padding):
+    x = jax.random.normal(jax.random.PRNGKey(1), (2, 3, 9, 8, 4))  # two batch axes
+    kernel = jax.random.normal(jax.random.PRNGKey(2), (5, 3, 4, 6))  # HWIO
+    direct = jax.lax.conv_general_dilated(x.reshape(6, 9, 8, 4), kernel, strides, padding,
+                                          dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    ours = conv_as_matmul(x, kernel.reshape(-1, 6), (5, 3), strides, padding)
+    chex.assert_trees_all_close(ours, direct.reshape(2, 3, *direct.shape[1:]), rtol=1e-5, atol=1e-5)
+    plain = Conv(4, 6, (5, 3), key=jax.random.PRNGKey(3), strides=strides, padding=padding)
+    chex.assert_trees_all_close(plain(x), conv_as_matmul(x, plain.kernel[...], (5, 3), strides, padding) + plain.bias[...])
+    # its kernel gradient under vmap over runs (a sweep) is the gradient of each run alone
+    kernels = jax.random.normal(jax.random.PRNGKey(4), (3, 60, 6))
+    grad = jax.grad(lambda k: jnp.sum(conv_as_matmul(x[0], k, (5, 3), strides, padding) ** 2))
+    chex.assert_trees_all_close(jax.vmap(grad)(kernels), jnp.stack([grad(k) for k in kernels]), rtol=1e-5, atol=1e-4)
 
 
 def test_masked_modes_contribute_nothing_and_get_no_gradient():

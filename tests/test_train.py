@@ -98,6 +98,26 @@ def test_learning_rate_halves_every_period(small_data):
     assert second.max() < 0.55e-3
 
 
+def test_sgd_steps_are_minus_lr_times_the_gradient(small_data):
+    """optimizer="sgd": one full-batch step moves the weights by -lr * gradient (+ lr * wd * w)."""
+    data = random_dataset(n_train=600)
+    with jax.enable_x64(True):
+        sweep = mdl_jax.build_sweep(WIDTHS, "bp", batch_size=600, weight_decay=0.1, learning_rates=[0.05], optimizer="sgd",
+                                    dtype="float64")
+        start = mdl_jax.train(sweep.recipe, sweep.runs, data, epochs=0).state
+        after = mdl_jax.train(sweep.recipe, sweep.runs, data, epochs=1).state.params
+        params = mdl_jax.select_run(start.params, 0)
+        order = jax.random.permutation(jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(0), 1), 0), 600)
+        x, y = jax.numpy.asarray(data.train_images[order], "float64"), jax.numpy.asarray(data.train_labels[order])
+        loss = lambda p: mdl_jax.per_example_loss(mdl_jax.apply(p, x, spec=sweep.recipe.spec), y, "cross_entropy")[0].mean()
+        grad = jax.grad(loss)(params)
+        expected = jax.tree.map(lambda w, g: w - 0.05 * (g + 0.1 * w), params, grad)
+        chex.assert_trees_all_close(mdl_jax.select_run(after, 0), expected, rtol=1e-10, atol=1e-12)
+    with pytest.raises(mdl_jax.SpecError, match="unknown optimizer 'adam'"):
+        bad = mdl_jax.build_sweep(WIDTHS, "bp", optimizer="adam")
+        mdl_jax.train(bad.recipe, bad.runs, data, epochs=1)
+
+
 def test_widths_must_match_the_data(small_data):
     sweep = mdl_jax.build_sweep((10, 8, 3), "mdl", modes=[2])
     with pytest.raises(mdl_jax.SpecError, match=r"N_0 = 10 does not match the data's 12 features"):

@@ -276,3 +276,29 @@ def test_accuracies_are_stored_as_exact_fractions(tmp_path):
             assert line["train_accuracy"] == round(line["train_accuracy"] * seen) / seen
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert [r["final_test_accuracy"] for r in summary["runs"]] == [l["test_accuracy"] for l in lines if l["epoch"] == 1]
+
+
+def test_a_validation_set_is_held_out_and_selects_each_runs_epoch(tmp_path, capsys):
+    """validation=N holds out the last N training examples: its loss and accuracy are reported
+    every epoch (the accuracy that of the saved parameters on those examples), and summary.json
+    gives each run's epoch of lowest validation loss and its test accuracy there."""
+    assert _train(tmp_path, epochs=3, validation=500, modes=[[1, 2], 2], optimizer="sgd", learning_rates=[0.1]) == 0
+    data = mdl_jax.load_dataset("gaussian_mixture")
+    held = mdl_jax.hold_out(data, 500)
+    np.testing.assert_array_equal(held.val_images, data.train_images[-500:])
+    assert len(held.train_labels) == len(data.train_labels) - 500
+    workdir = tmp_path / "run"
+    val_loss, val_accuracy, test = (mdl_jax.load_metrics(workdir, "mdl", f) for f in ("val_loss", "val_accuracy", "test_accuracy"))
+    summary = json.loads((workdir / "summary.json").read_text())
+    assert [r["modes"] for r in summary["runs"]] == [[1, 2], [2, 2], [1, 2], [2, 2]]  # per-layer counts from the config
+    for r, run in enumerate(summary["runs"]):
+        best = int(np.argmin(val_loss[1:, r])) + 1
+        assert run["best_val_epoch"] == best and run["test_accuracy_at_best_val"] == test[best, r]
+    saved = mdl_jax.load_params(workdir, "mdl")
+    logits = jax.vmap(lambda p, m: mdl_jax.apply(p, jnp.asarray(held.val_images), spec=saved.spec, mode_mask=m))(
+        saved.params, saved.mode_mask)
+    np.testing.assert_array_equal(np.sum(np.argmax(np.asarray(logits), -1) == held.val_labels, -1) / 500, val_accuracy[-1])
+    with pytest.raises(mdl_jax.DataError, match="validation = 4000 must be >= 0 and leave training examples"):
+        mdl_jax.hold_out(data, len(data.train_labels))
+    assert _train(tmp_path, name="bad", optimizer="adam") == 2
+    assert "'optimizer' must be one of adamw, sgd, got 'adam'" in capsys.readouterr().err
