@@ -270,7 +270,7 @@ ADAPTIVE_SOLVERS = {
 def solve_ode(
     op0: OrderParameters, A: jax.Array, eta: jax.Array | float, ts: jax.Array, *,
     method: str = "adaptive", d: int | None = None, rtol: float = 3e-7, atol: float = 3e-10, solver: str = "rosenbrock23",
-    max_steps: int | None = 100_000, adjoint: diffrax.AbstractAdjoint | None = None,
+    max_steps: int | None = 100_000, adjoint: diffrax.AbstractAdjoint | None = None, throw: bool = True,
 ) -> OdeSolution:
     """Integrates the mean-field ODE from ``op0`` and saves at ``ts`` (increasing, from 0).
 
@@ -291,6 +291,8 @@ def solve_ode(
       adjoint: how gradients flow through the solve. The default,
         ``RecursiveCheckpointAdjoint``, differentiates the discrete solve exactly
         (discretise-then-optimise) with checkpointed memory, which is what a fit to data wants.
+      throw: raise when the solve fails (e.g. ``max_steps`` reached); ``False``: return NaN
+        errors instead (a fit's trial step then counts as rejected).
     """
     eta = jnp.asarray(eta, op0.Q.dtype)
     if method == "adaptive":
@@ -307,10 +309,12 @@ def solve_ode(
         diffrax.ODETerm(vector_field), solver, t0=ts[0], t1=ts[-1], dt0=dt0,
         y0=(op0.Q, op0.M), args=OdeArgs(op0.P, A, eta), saveat=diffrax.SaveAt(ts=ts),
         stepsize_controller=controller, max_steps=max_steps,
-        adjoint=adjoint or diffrax.RecursiveCheckpointAdjoint(),
+        adjoint=adjoint or diffrax.RecursiveCheckpointAdjoint(), throw=throw,
     )
     q, mm = solution.ys
     eps = jax.vmap(lambda q_, m_: generalisation_error(OrderParameters(q_, m_, op0.P)))(q, mm)
+    if not throw:
+        eps = jnp.where(solution.result == diffrax.RESULTS.successful, eps, jnp.nan)
     return OdeSolution(solution.ts, q, mm, eps, solution.stats["num_steps"])
 
 

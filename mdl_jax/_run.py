@@ -377,7 +377,10 @@ def _restore(recorder: Recorder) -> tuple[Any, History]:
     restored = manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(abstract), history=ocp.args.JsonRestore(),
     ))
-    if restored.history.get("identity") != recorder.identity:
+    stored = restored.history.get("identity") or {}
+    defaults = TrainConfig().identity()  # keys added since the checkpoint was written hold their defaults there
+    stored = {**stored, "config": {**defaults, **stored.get("config", {})}} if stored else stored
+    if stored != recorder.identity:
         raise ConfigError(
             f"the checkpoints of {recorder.method!r} in {recorder.workdir} were written by other settings than "
             "its fingerprint.json: the workdir was edited by hand; train in a new workdir"

@@ -1,9 +1,15 @@
 """Online learning of mode-decomposed committee machines (the letter's Fig. 4).
 
 Mean-field ODEs for the order parameters ``Q, M`` (integrated with Diffrax), their closed-form
-Gaussian integrals, simulated online SGD, and gradient-based fitting of theory to simulation.
+Gaussian integrals, simulated online SGD, and gradient-based fitting of theory to simulation
+(:func:`fit`: any subset of the ODE's inputs, with standard errors).
 """
 
+from mdl_jax._fit import (
+    FITTABLE as FITTABLE,
+    FitResult as FitResult,
+    fit as fit,
+)
 from mdl_jax._online import (
     ADAPTIVE_SOLVERS as ADAPTIVE_SOLVERS,
     Committee as Committee,

@@ -202,6 +202,62 @@ def test_fitting_recovers_a_known_learning_rate():
     assert float(losses[-1]) < 0.1 * float(losses[0])
 
 
+@pytest.fixture(scope="module")
+def calibration_curves():
+    """Online SGD at d = 100 (m = k = 2, p = 4, eta = 1) for 20 teachers x 8 independent seeds."""
+    with jax.enable_x64(True):
+        d, ts = 100, online.log_times(30.0, 16, t_min=0.5)
+        (_, teachers, students), = online.teacher_student_groups([(d, 4 / np.log(d) + 1e-9)], hidden=2, teachers=20, seed=7,
+                                                                 dtype=jnp.float64).values()
+        steps = jnp.round(ts * d).astype(jnp.int32)
+        sim = jax.jit(lambda key: online.simulate_runs(key, [(teachers, students)], 1.0, steps, n_test=4000)[0].eps_g)
+        eps = jnp.stack([sim(jax.random.PRNGKey(s)) for s in range(8)], 1)  # (teachers, seeds, T)
+    return ts, eps, teachers, students
+
+
+def test_fitted_inputs_are_calibrated_over_twenty_teachers(calibration_curves):
+    """Fitting eta and the initial overlaps' scale to each teacher's 8 seeds: the true values
+    (1 and 1) lie within 2 standard errors in at least 85 % of the 20 fits (threshold fixed
+    before the first run), from a start 40 % and 20 % off."""
+    ts, eps, teachers, students = calibration_curves
+    inside = {"eta": [], "init_scale": []}
+    for j in range(20):
+        one = jax.tree.map(lambda a: a[j], (teachers, students))
+        result = online.fit(ts, eps[j], *one, eta=0.6, init_scale=0.8, free=("eta", "init_scale"))
+        assert result.converged and result.noise == "seeds" and result.names == ("eta", "init_scale")
+        assert result.correlation.shape == (2, 2) and abs(result.correlation[0, 1]) <= 1 + 1e-9
+        for name in inside:
+            inside[name].append(abs(result.values[name] - 1.0) < 2 * result.stderr[name])
+            assert result.stderr[name] < 0.1  # informative: the curves determine both
+    for name, hits in inside.items():
+        assert np.mean(hits) >= 0.85, (name, np.mean(hits))
+
+
+def test_a_fit_the_curves_do_not_determine_reports_a_large_error(calibration_curves):
+    """Times up to t = 1e-5, before learning moves eps_g: eta is not determined, and its
+    standard error says so (a fit from 0.5 stays near 0.5, with an error larger than itself);
+    a teacher's mode strengths are fitted (started at the truth: four strengths from one curve
+    have other minima, a start 30 % off ended in one), and bad inputs are refused."""
+    ts, eps, teachers, students = calibration_curves
+    early = online.log_times(1e-5, len(ts), t_min=1e-6)  # as many times as ts: the fit compiled above is reused
+    solve = jax.vmap(lambda t, s: online.solve_ode(online.order_parameters(s.weights(), t.weights()),
+                                                    online.mode_coupling(s), 1.0, early).eps_g)
+    curves = solve(teachers, students)[:2] * (1 + 1e-3 * jax.random.normal(jax.random.PRNGKey(0), (2, len(ts))))
+    result = online.fit(early, curves[0], *jax.tree.map(lambda a: a[0], (teachers, students)), eta=0.5,
+                        free=("eta", "init_scale"))
+    assert result.noise == "residuals" and result.stderr["eta"] > result.values["eta"]  # relative error above 100 %
+    one = jax.tree.map(lambda a: a[0], (teachers, students))
+    result = online.fit(ts, eps[0], *one, eta=1.0, free=("sigma",))  # from the true strengths: they stay there
+    assert result.values["sigma"].shape == (1, 4) and result.names == tuple(f"sigma[0,{a}]" for a in range(4))
+    error = np.abs(result.values["sigma"][0] - np.asarray(one[0].sigma))
+    assert np.all(error < 3 * result.stderr["sigma"][0]) and np.all(np.sign(result.values["sigma"]) == np.sign(one[0].sigma))
+    two = jax.tree.map(lambda a: a[:2], (teachers, students))
+    with pytest.raises(ValueError, match="free must name inputs to fit among eta, sigma, init_scale"):
+        online.fit(ts, eps[0], *jax.tree.map(lambda a: a[0], (teachers, students)), eta=1.0, free=("lr",))
+    with pytest.raises(ValueError, match=r"eps must be \(T,\), \(seeds, T\) or \(teachers, seeds, T\)"):
+        online.fit(ts, eps[:3], *two, eta=1.0)
+
+
 def test_modes_for_load():
     assert online.modes_for_load(1.0, 100) == 4
     with pytest.raises(ValueError, match="p = floor"):
