@@ -51,7 +51,8 @@ jax.config.update("jax_num_cpu_devices", os.cpu_count() or 1)  # as experiments.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from experiments.configs.fig4 import Fig4Settings  # noqa: E402
-from mdl_jax import _online, online  # noqa: E402
+from mdl_jax import online  # noqa: E402
+from mdl_jax.online.simulate import _shard_seeds  # noqa: E402
 
 
 @numba.njit(cache=False)
@@ -133,7 +134,7 @@ def full_fig4(s: Fig4Settings, stretch_t: float) -> tuple[float, dict]:
     """(samples/s of the d = 100 program, the full Fig. 4's time per dimension), from measured parts."""
     configs = [(d, s.panel_a_alpha) for d in s.panel_a_d] + [(s.panel_b_d, alpha) for alpha in s.panel_b_alpha]
     setups = online.teacher_student_groups(configs, hidden=s.hidden, teachers=s.teachers, seed=s.seed, dtype=jnp.dtype(s.dtype))
-    keys = _online._shard_seeds(jax.random.split(jax.random.PRNGKey(1), s.seeds))
+    keys = _shard_seeds(jax.random.split(jax.random.PRNGKey(1), s.seeds))
     ts, parts = online.log_times(s.t_max, s.n_times, t_min=s.t_min), {}
     for d in dict.fromkeys(d for d, _ in setups):
         exact = [setup[1:] for c, setup in setups.items() if c[0] == d]  # the ODE's, in s.dtype

@@ -107,7 +107,8 @@ def _part(s: VsDlrtSettings, data, out: Path, part: str) -> dict:
     dense = _sweep(s, data, out, f"{part}_dense", widths, methods[0], part)
     groups["dense"] = _group(_runs(dense, methods[0]), layers, head, epochs)
     if not lenet or s.lenet_mdl_sgd:  # MDL under the benchmark's own optimizer
-        moded = _sweep(s, data, out, f"{part}_fixed", widths, methods[1], part, modes=[list(p) for p in fixed])
+        moded = _sweep(s, data, out, f"{part}_fixed", widths, methods[1], part, modes=[list(p) for p in fixed],
+                       adam_lr=None if lenet else s.mlp_mdl_lr)
         runs = _runs(moded, methods[1])
         for p in fixed:
             groups["p=" + ",".join(map(str, p))] = _group([r for r in runs if tuple(r["modes"]) == p], layers, head, epochs)
@@ -120,7 +121,7 @@ def _part(s: VsDlrtSettings, data, out: Path, part: str) -> dict:
                                                                     head, epochs)
     if taus:
         adaptive = _sweep(s, data, out, f"{part}_adaptive", widths, methods[1], part, modes=[list(p_max)], prune_every=1,
-                          prune_tau=list(taus), prune_until=until, adam_lr=s.lenet_mdl_adam_lr if lenet else None)
+                          prune_tau=list(taus), prune_until=until, adam_lr=s.lenet_mdl_adam_lr if lenet else s.mlp_mdl_lr)
         runs = _runs(adaptive, methods[1], first_epoch=until)  # selection at the final masks
         for tau in taus:
             groups[f"tau={tau:g}"] = _group([r for r in runs if r["prune_tau"] == tau], layers, head, epochs)

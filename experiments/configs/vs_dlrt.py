@@ -70,6 +70,7 @@ class VsDlrtSettings:
     # the 784-500-500-500-500-10 MLP
     mlp_epochs: int = 20
     mlp_lr: float = 1e-3
+    mlp_mdl_lr: float = 1e-3  # MDL's Adam learning rate (the letter's is 3e-3)
     mlp_batch: int = 256
     mlp_modes: tuple[int, ...] = (10, 20, 50)  # fixed p, the same in every layer
     mlp_p_max: int = 250

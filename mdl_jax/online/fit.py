@@ -36,7 +36,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mdl_jax._online import Committee, mode_coupling, order_parameters, solve_ode
+import optax
+
+from mdl_jax.online.committee import Committee, OrderParameters, mode_coupling, order_parameters
+from mdl_jax.online.ode import solve_ode
 
 FITTABLE = ("eta", "sigma", "init_scale")
 MAX_LOG_STEP = 2.0
@@ -221,3 +224,36 @@ def fit(
             stderr[name] = float(values[name] * se[0]) if sizes[name] == 1 else np.abs(values[name]) * se.reshape(n_teachers, p)
             offset += sizes[name]
     return FitResult(values, stderr, correlation, names, np.asarray(history), iteration, converged, kind)
+
+
+def fit_learning_rate(
+    ts: jax.Array, eps_target: jax.Array, op0: OrderParameters, A: jax.Array, *,
+    eta_init: float, steps: int = 60, learning_rate: float = 0.05, **solve_kwargs,
+) -> tuple[jax.Array, jax.Array]:
+    """Fits eta so that the ODE's ``eps_g(ts)`` matches ``eps_target`` (e.g. a simulation).
+
+    Minimises the mean squared difference of ``log eps_g`` over the saved times after
+    ``ts[0]``, by Adam on ``log eta`` with gradients through :func:`solve_ode`, by default
+    with Tsit5 at rtol 1e-6 (``solve_kwargs`` override it): reverse mode through the default
+    Rosenbrock23 (its LU and Jacobian refreshes) is correct but many times slower per gradient.
+
+    Returns:
+      The fitted eta and the loss at every iteration.
+    """
+    solve_kwargs = {"solver": "tsit5", "rtol": 1e-6, "atol": 1e-9, **solve_kwargs}
+    target = jnp.log(eps_target[1:])
+
+    def loss(log_eta):
+        solution = solve_ode(op0, A, jnp.exp(log_eta), ts, **solve_kwargs)
+        return jnp.mean((jnp.log(solution.eps_g[1:]) - target) ** 2)
+
+    value_and_grad = jax.jit(jax.value_and_grad(loss))
+    optimizer = optax.adam(learning_rate)
+    log_eta = jnp.log(jnp.asarray(eta_init, op0.Q.dtype))
+    state, history = optimizer.init(log_eta), []
+    for _ in range(steps):
+        value, grad = value_and_grad(log_eta)
+        history.append(value)
+        updates, state = optimizer.update(grad, state)
+        log_eta = optax.apply_updates(log_eta, updates)
+    return jnp.exp(log_eta), jnp.stack(history)

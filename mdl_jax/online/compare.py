@@ -1,0 +1,162 @@
+"""Theory against simulation: teachers per ``(d, alpha)``, the ODE beside online SGD, and the
+summaries of Fig. 4 (gaps, plateau shares, times to a fraction of the initial error)."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mdl_jax.online.committee import Committee, init_teacher_student, mode_coupling, modes_for_load, order_parameters
+from mdl_jax.online.ode import solve_each
+from mdl_jax.online.simulate import _shard_seeds, simulate_runs
+
+
+class TheoryVsSimulation(NamedTuple):
+    """One configuration ``(d, alpha)`` of the letter's Fig. 4, over teachers (host arrays)."""
+
+    p: int  # modes, floor(alpha ln d)
+    eps_ode: np.ndarray  # (teachers, T) mean-field prediction
+    eps_sim: np.ndarray  # (teachers, seeds, T) online SGD
+    M_final: np.ndarray  # (teachers, m, k) student-teacher overlap at the end (ODE)
+    ode_steps: np.ndarray  # (teachers,) adaptive solver steps
+
+
+def teacher_student_groups(
+    configurations: list[tuple[int, float]], *, hidden: int, teachers: int, seed: int = 0,
+    redraw_above: float | None = None, dtype=None,
+) -> dict[tuple[int, float], tuple[int, Committee, Committee]]:
+    """``(p, teachers, students)`` of each distinct ``(d, alpha)``, stacked over ``teachers``:
+    teacher ``j`` and its initial student come from ``fold_in(fold_in(PRNGKey(seed), d), j)``
+    with nested draws, so at one ``d`` every mode load shares its first modes."""
+    stack = lambda items: jax.tree.map(lambda *leaves: jnp.stack(leaves), *items)
+    setups = {}
+    for d, alpha in dict.fromkeys((int(d), float(alpha)) for d, alpha in configurations):
+        p = modes_for_load(alpha, d)
+        pairs = [init_teacher_student(jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(seed), d), j), d, p, hidden,
+                                      dtype=dtype, nested=True, redraw_above=redraw_above) for j in range(teachers)]
+        setups[d, alpha] = (p, stack([t for t, _ in pairs]), stack([s for _, s in pairs]))
+    return setups
+
+
+def theory_vs_simulation(
+    configurations: list[tuple[int, float]], ts: jax.Array, *, hidden: int, eta: float, seeds: int, n_test: int,
+    teachers: int = 1, seed: int = 0, redraw_above: float | None = None, fixed_test: bool = False,
+    common_inputs: bool = True, solver: str = "rosenbrock23", dtype=None, simulation_dtype=None,
+) -> list[TheoryVsSimulation]:
+    """The mean-field ODE against online SGD for each ``(d, alpha)`` of ``configurations``.
+
+    Teachers and initial students come from :func:`teacher_student_groups`. The ODE starts from the
+    simulation's own initial order parameters, integrated by ``solver`` (:func:`solve_each`).
+    The simulations at one ``d`` are one program
+    (:func:`simulate_runs`), measured at ``nu = round(t d)``:
+
+    * ``common_inputs`` (default): seed ``s`` is one input stream,
+      ``split(fold_in(PRNGKey(seed + 1), d), seeds)[s]``, that every teacher and mode load at
+      ``d`` learns from (common random numbers: runs of one seed differ only by their
+      teacher and modes); ``fixed_test`` measures all of them on one set drawn from
+      ``fold_in(fold_in(PRNGKey(seed + 1), d), seeds)``, as the authors use one set.
+    * otherwise every teacher has its own streams, ``split(fold_in(base, j), seeds)``, and
+      with ``fixed_test`` its own test set, drawn from ``fold_in(fold_in(base, j), seeds)``
+      (``base = fold_in(PRNGKey(seed + 1), d)``).
+
+    A configuration listed twice (one point of both panels) is computed once. Teachers,
+    students and the ODE are in ``dtype``; the SGD runs (inputs, patterns, ``eps_g``) in
+    ``simulation_dtype`` (default: ``dtype``), from the same teachers and initial students.
+    """
+    setups = teacher_student_groups(configurations, hidden=hidden, teachers=teachers, seed=seed, redraw_above=redraw_above,
+                                    dtype=dtype)
+    unique = list(setups)
+    ops = [jax.vmap(lambda t, s: order_parameters(s.weights(), t.weights()))(t, s) for _, t, s in setups.values()]
+    couplings = [jax.vmap(mode_coupling)(s) for _, _, s in setups.values()]
+    theory = solve_each(jax.tree.map(lambda *a: jnp.concatenate(a), *ops), jnp.concatenate(couplings), eta, ts, solver=solver)
+    eps_sim = {}
+    for d in dict.fromkeys(d for d, _ in unique):
+        at_d = [c for c in unique if c[0] == d]
+        groups = jax.tree.map(lambda a: a.astype(simulation_dtype or a.dtype), [setups[c][1:] for c in at_d])
+        base = jax.random.fold_in(jax.random.PRNGKey(seed + 1), d)
+        steps = jnp.round(ts * d).astype(jnp.int32)
+
+        def simulate(key, groups, test_key):
+            return [o.eps_g for o in simulate_runs(key, groups, eta, steps, n_test=n_test, test_key=test_key if fixed_test else None)]
+
+        if common_inputs:
+            per_seed = jax.jit(jax.vmap(simulate, in_axes=(0, None, None)))
+            out = per_seed(_shard_seeds(jax.random.split(base, seeds)), groups, jax.random.fold_in(base, seeds))
+            eps = [np.swapaxes(np.asarray(e, np.float64), 0, 1) for e in out]  # (teachers, seeds, T)
+        else:
+            alone = lambda key, groups, test_key: simulate(key, jax.tree.map(lambda a: a[None], groups), test_key)
+            per_teacher = jax.jit(jax.vmap(jax.vmap(alone, in_axes=(0, None, None))))
+            keys = jnp.stack([jax.random.split(jax.random.fold_in(base, j), seeds) for j in range(teachers)])
+            test_keys = jnp.stack([jax.random.fold_in(jax.random.fold_in(base, j), seeds) for j in range(teachers)])
+            eps = [np.asarray(e, np.float64)[:, :, 0] for e in per_teacher(_shard_seeds(keys, 1), groups, test_keys)]
+        eps_sim.update(zip(at_d, eps))
+    out = {}
+    for index, c in enumerate(setups):
+        rows = slice(index * teachers, (index + 1) * teachers)
+        out[c] = TheoryVsSimulation(setups[c][0], np.asarray(theory.eps_g[rows]), eps_sim[c], np.asarray(theory.M[rows, -1]),
+                                    np.asarray(theory.num_steps[rows]))
+    return [out[int(d), float(alpha)] for d, alpha in configurations]
+
+
+def summarise(ts: jax.Array, compared: TheoryVsSimulation) -> dict:
+    """What Fig. 4 reports about one configuration (host numbers, for results.json).
+
+    The curves (ODE per teacher; simulation mean and standard deviation over seeds), the
+    relative gap ``|eps_sim - eps_ode| / eps_ode`` (largest, where, median), the gap in units
+    of the seed-to-seed standard error of the mean (median over teachers and times ``t > 0``;
+    at ``t = 0`` every seed has the same student), and per teacher the ODE's
+    :func:`plateau_share` and :func:`time_to_fraction` of ``eps_0 / 100``.
+    """
+    ts, c = np.asarray(ts), compared
+    sim = c.eps_sim.mean(1)  # (teachers, T)
+    gap = np.abs(sim - c.eps_ode) / c.eps_ode
+    stderr = c.eps_sim.std(1, ddof=1) / np.sqrt(c.eps_sim.shape[1])
+    worst = np.unravel_index(gap.argmax(), gap.shape)
+    return {
+        "p": c.p, "eps_ode": c.eps_ode, "eps_sim_mean": sim, "eps_sim_std": c.eps_sim.std(1),
+        "max_rel_gap": float(gap.max()), "median_rel_gap": float(np.median(gap)), "max_gap_at_t": float(ts[worst[1]]),
+        "eps_ode_at_max_gap": float(c.eps_ode[worst]), "M_final": c.M_final[0], "ode_steps": c.ode_steps,
+        "gap_vs_seed_stderr": float(np.median((np.abs(sim - c.eps_ode) / np.maximum(stderr, 1e-30))[:, ts > 0])),
+        "plateau_share": [plateau_share(ts, e) for e in c.eps_ode],
+        "time_to_eps0_over_100": [time_to_fraction(ts, e) for e in c.eps_ode],
+    }
+
+
+def summarise_sweep(ts: jax.Array, configurations: list[dict], compared: list[TheoryVsSimulation]) -> dict:
+    """What Fig. 4 reports about a set of configurations (dicts with ``d``, ``alpha`` and any
+    labels), each compared in ``compared``: each one's :func:`summarise` with its labels
+    (``configurations``), the gaps in seed standard errors keyed ``d=<d>,alpha=<alpha>``, and
+    the largest relative gap (and where) and the median one over all of them."""
+    rows = [{**config, **summarise(ts, c)} for config, c in zip(configurations, compared, strict=True)]
+    worst = max(rows, key=lambda c: c["max_rel_gap"])
+    return {
+        "configurations": rows,
+        "gap_vs_seed_stderr": {f"d={c['d']},alpha={c['alpha']:g}": c["gap_vs_seed_stderr"] for c in rows},
+        "max_rel_gap_theory_vs_simulation": worst["max_rel_gap"],
+        "max_rel_gap_at": {"t": worst["max_gap_at_t"], "eps_ode": worst["eps_ode_at_max_gap"], "d": worst["d"], "alpha": worst["alpha"]},
+        "median_rel_gap_theory_vs_simulation": float(np.median([c["median_rel_gap"] for c in rows])),
+    }
+
+
+def plateau_share(ts: jax.Array, eps: jax.Array, *, slope: float = 0.2, floor: float = 1e-6) -> float:
+    """Share of log-time (over ``ts > 0``, log-spaced) in which the error is flat:
+    ``|d ln eps / d ln t| < slope`` on each interval of the grid, weighted by its length in
+    ``ln t``, up to the first time ``eps`` falls below ``floor * eps[0]``: a learned teacher's
+    error then sits at the solver's or the test set's floor, flat or not by rounding alone."""
+    ts, eps = np.asarray(ts), np.asarray(eps)
+    keep = ts > 0
+    log_t, log_eps = np.log(ts[keep]), np.log(np.maximum(eps[keep], 1e-300))
+    below = np.nonzero(eps[keep] < floor * float(eps[0]))[0]
+    intervals = len(log_t) - 1 if not below.size else max(below[0], 1)  # intervals that end at or before the floor
+    widths = np.diff(log_t)[:intervals]
+    flat = np.abs(np.diff(log_eps)[:intervals] / widths) < slope
+    return float(np.sum(widths * flat) / np.sum(widths))
+
+
+def time_to_fraction(ts: jax.Array, eps: jax.Array, *, fraction: float = 0.01) -> float | None:
+    """First saved time at which ``eps <= fraction * eps[0]``; ``None`` if never."""
+    below = np.nonzero(np.asarray(eps) <= fraction * float(np.asarray(eps)[0]))[0]
+    return float(np.asarray(ts)[below[0]]) if below.size else None

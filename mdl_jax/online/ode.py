@@ -1,0 +1,193 @@
+"""The mean-field ODE of online learning as a Diffrax vector field, and its solvers.
+
+Teacher and student have one hidden layer of erf units, ``g(u) = erf(u / sqrt 2)``, and a
+mode-decomposed first layer ``W = xi diag(sigma) xi_hat^T`` (``k x d``); the outputs are
+``y = (1/k) sum_r g(lambda*_r)`` and ``y_hat = (1/m) sum_i g(lambda_i)`` with
+``lambda = W x / sqrt(d)``, ``x ~ N(0, I_d)`` (the letter's Eqs. 4-5). Only the student's
+upstream patterns ``xi_hat`` learn; ``xi`` and ``sigma`` are the teacher's, so ``m = k``.
+
+One SGD step on the loss ``(y_hat - y)^2 / 2`` moves the weights by
+``dW = -(eta / sqrt d) A delta x^T`` with ``A = xi sigma^2 xi^T`` and
+``delta_i = (y_hat - y) g'(lambda_i) / m``. For ``d -> infinity`` the order parameters
+``Q = W W^T / d``, ``M = W W*^T / d`` (``P = W* W*^T / d`` is fixed) follow, in ``t = nu / d``,
+
+.. math::
+    \\dot M = -\\eta A\\, E[\\delta \\lambda^{*T}], \\qquad
+    \\dot Q = -\\eta (A\\, E[\\delta \\lambda^T] + E[\\lambda \\delta^T] A) + \\eta^2 A\\, E[\\delta\\delta^T] A,
+
+with Gaussian expectations over fields of covariance ``[[Q, M], [M^T, P]]`` in closed form
+(Saad & Solla 1995; ``mdl-method-notes.md`` section 5).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable
+from typing import ClassVar, NamedTuple
+
+import diffrax
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jax.flatten_util import ravel_pytree
+
+from mdl_jax.online.committee import OrderParameters
+from mdl_jax.online.integrals import expectations, generalisation_error
+
+
+class OdeArgs(NamedTuple):
+    P: jax.Array  # (k, k)
+    A: jax.Array  # (m, m)
+    eta: jax.Array  # learning rate
+
+
+def vector_field(t, y: tuple[jax.Array, jax.Array], args: OdeArgs) -> tuple[jax.Array, jax.Array]:
+    """``(dQ/dt, dM/dt)`` of the mean-field dynamics (module docstring)."""
+    Q, M = y
+    m = Q.shape[0]
+    e_delta_u, e_delta_delta = expectations(OrderParameters(Q, M, args.P))
+    e_delta_lambda, e_delta_teacher = e_delta_u[:, :m], e_delta_u[:, m:]
+    a_dl = args.A @ e_delta_lambda
+    dq = -args.eta * (a_dl + a_dl.T) + args.eta**2 * args.A @ e_delta_delta @ args.A
+    dm = -args.eta * args.A @ e_delta_teacher
+    return dq, dm
+
+
+class OdeSolution(NamedTuple):
+    ts: jax.Array  # (n,) saved times
+    Q: jax.Array  # (n, m, m)
+    M: jax.Array  # (n, m, k)
+    eps_g: jax.Array  # (n,)
+    num_steps: jax.Array  # solver steps taken
+
+
+def log_times(t_max: float, n: int, *, t_min: float = 0.1) -> jax.Array:
+    """``0`` followed by ``n - 1`` log-spaced times from ``t_min`` to ``t_max``."""
+    return jnp.concatenate([jnp.zeros(1), jnp.logspace(math.log10(t_min), math.log10(t_max), n - 1)])
+
+
+class Rosenbrock23(diffrax.AbstractAdaptiveSolver):
+    """The modified Rosenbrock triple of MATLAB's ``ode23s`` (Shampine & Reichelt, SIAM J. Sci.
+    Comput. 18, 1997): second order, with a third-order error estimate, L-stable, and linearly
+    implicit: each step solves three systems with one LU factorisation of ``I - h d J`` and
+    evaluates the vector field twice (the third evaluation is the next step's first).
+
+    Its second-order formula is a W-method (Wolfbrandt's): it keeps its order when ``J`` only
+    approximates the Jacobian, so the Jacobian (``jax.jacfwd`` of the flattened state) is
+    refreshed every ``jacobian_every`` accepted steps rather than at each. That, and steps not
+    bound by stability, suit the stiff late phase of Fig. 4's dynamics (``benchmarks/ode.py
+    --table`` measures it against the Runge-Kutta schemes). Dense output: cubic Hermite. For
+    autonomous vector fields only (as the mean-field ODE): every stage sees the step's start time.
+    """
+
+    jacobian_every: int = eqx.field(static=True, default=10)
+    term_structure: ClassVar = diffrax.AbstractTerm
+    interpolation_cls: ClassVar = diffrax.ThirdOrderHermitePolynomialInterpolation
+
+    def order(self, terms):
+        return 2
+
+    def init(self, terms, t0, t1, y0, args):
+        flat, unravel = ravel_pytree(y0)
+        field = lambda y: ravel_pytree(terms.vf(t0, unravel(y), args))[0]
+        return jax.jacfwd(field)(flat), jnp.zeros((), jnp.int32), field(flat)
+
+    def step(self, terms, t0, t1, y0, args, solver_state, made_jump):
+        y, unravel = ravel_pytree(y0)
+        field = lambda y: ravel_pytree(terms.vf(t0, unravel(y), args))[0]  # autonomous
+        jacobian, age, f0 = solver_state
+        refresh = age + 1 >= self.jacobian_every
+        jacobian = jax.lax.cond(refresh, lambda: jax.jacfwd(field)(y), lambda: jacobian)
+        h, d, e32 = t1 - t0, 1 / (2 + math.sqrt(2)), 6 + math.sqrt(2)
+        lu = jax.scipy.linalg.lu_factor(jnp.eye(y.shape[0], dtype=y.dtype) - h * d * jacobian)
+        solve = lambda b: jax.scipy.linalg.lu_solve(lu, b)
+        k1 = solve(f0)
+        f1 = field(y + 0.5 * h * k1)
+        k2 = solve(f1 - k1) + k1
+        y1 = y + h * k2
+        f2 = field(y1)
+        k3 = solve(f2 - e32 * (k2 - f1) - 2 * (k1 - f0))
+        dense = dict(y0=y0, y1=unravel(y1), k0=unravel(h * f0), k1=unravel(h * f2))
+        state = (jacobian, jnp.where(refresh, 0, age + 1), f2)
+        return unravel(y1), unravel(h / 6 * (k1 - 2 * k2 + k3)), dense, state, diffrax.RESULTS.successful
+
+    def func(self, terms, t0, y0, args):
+        return terms.vf(t0, y0, args)
+
+
+ADAPTIVE_SOLVERS = {
+    "tsit5": diffrax.Tsit5, "dopri5": diffrax.Dopri5, "dopri8": diffrax.Dopri8, "bosh3": diffrax.Bosh3,
+    "kvaerno5": diffrax.Kvaerno5,  # implicit (ESDIRK): a Newton solve per stage, for the stiff late phase
+    "rosenbrock23": Rosenbrock23,  # linearly implicit, one LU per step, Jacobian every 10 steps
+}
+
+
+def solve_ode(
+    op0: OrderParameters, A: jax.Array, eta: jax.Array | float, ts: jax.Array, *,
+    method: str = "adaptive", d: int | None = None, rtol: float = 3e-7, atol: float = 3e-10, solver: str = "rosenbrock23",
+    max_steps: int | None = 100_000, adjoint: diffrax.AbstractAdjoint | None = None, throw: bool = True,
+) -> OdeSolution:
+    """Integrates the mean-field ODE from ``op0`` and saves at ``ts`` (increasing, from 0).
+
+    Args:
+      op0: initial order parameters (``P`` stays fixed).
+      A: ``xi diag(sigma)^2 xi^T``.
+      eta: learning rate (may be traced, and differentiated).
+      ts: save times; ``ts[0]`` is the start.
+      method: ``adaptive`` (``solver`` with a PID step-size controller) or ``euler`` (the
+        authors' scheme: forward Euler with ``dt = 1/d``, one step per sample).
+      d: input dimension, needed by ``euler``.
+      rtol, atol: tolerances of ``adaptive``.
+      solver: the scheme of ``adaptive``, one of :data:`ADAPTIVE_SOLVERS`. The default is the
+        fastest that gives the same answer in ``benchmarks/ode.py --table`` (Q, M and eps_g
+        within 1e-5 of a Dopri8 solve at rtol 1e-10, to t = 1e5): :class:`Rosenbrock23` at
+        rtol 3e-7 (7e-6; Tsit5 needs rtol 1e-6 and 5-7 times as long).
+      max_steps: step budget (``euler`` needs at least ``d * (ts[-1] - ts[0])``).
+      adjoint: how gradients flow through the solve. The default,
+        ``RecursiveCheckpointAdjoint``, differentiates the discrete solve exactly
+        (discretise-then-optimise) with checkpointed memory, which is what a fit to data wants.
+      throw: raise when the solve fails (e.g. ``max_steps`` reached); ``False``: return NaN
+        errors instead (a fit's trial step then counts as rejected).
+    """
+    eta = jnp.asarray(eta, op0.Q.dtype)
+    if method == "adaptive":
+        if solver not in ADAPTIVE_SOLVERS:
+            raise ValueError(f"unknown solver {solver!r}; choose one of {', '.join(ADAPTIVE_SOLVERS)}")
+        solver, controller, dt0 = ADAPTIVE_SOLVERS[solver](), diffrax.PIDController(rtol=rtol, atol=atol), 1e-3
+    elif method == "euler":
+        if d is None:
+            raise ValueError("method='euler' integrates with dt = 1/d: pass d")
+        solver, controller, dt0 = diffrax.Euler(), diffrax.ConstantStepSize(), 1.0 / d
+    else:
+        raise ValueError(f"unknown method {method!r}; choose 'adaptive' or 'euler'")
+    solution = diffrax.diffeqsolve(
+        diffrax.ODETerm(vector_field), solver, t0=ts[0], t1=ts[-1], dt0=dt0,
+        y0=(op0.Q, op0.M), args=OdeArgs(op0.P, A, eta), saveat=diffrax.SaveAt(ts=ts),
+        stepsize_controller=controller, max_steps=max_steps,
+        adjoint=adjoint or diffrax.RecursiveCheckpointAdjoint(), throw=throw,
+    )
+    q, mm = solution.ys
+    eps = jax.vmap(lambda q_, m_: generalisation_error(OrderParameters(q_, m_, op0.P)))(q, mm)
+    if not throw:
+        eps = jnp.where(solution.result == diffrax.RESULTS.successful, eps, jnp.nan)
+    return OdeSolution(solution.ts, q, mm, eps, solution.stats["num_steps"])
+
+
+@functools.lru_cache(maxsize=None)
+def _compiled_solve(options: tuple) -> Callable:
+    """:func:`solve_ode` jitted once per set of keyword options (``eta`` and ``ts`` traced)."""
+    return jax.jit(lambda op0, a, eta, ts: solve_ode(op0, a, eta, ts, **dict(options)))
+
+
+def solve_each(op0: OrderParameters, A: jax.Array, eta: float, ts: jax.Array, **solve_kwargs) -> OdeSolution:
+    """:func:`solve_ode` for each of a batch of initial conditions (leading axis), one at a time
+    through one compiled solve, spread round-robin over the local devices (one CPU device per
+    core solves its share in parallel). A vmapped adaptive solve would advance every member in
+    lockstep at the pace of the stiffest, costing the batch size times its steps."""
+    solve = _compiled_solve(tuple(sorted(solve_kwargs.items())))
+    devices = jax.local_devices()
+    eta, ts = jnp.asarray(eta, A.dtype), jnp.asarray(ts)
+    solutions = [solve(*jax.device_put(jax.tree.map(lambda x: x[i], (op0, A)) + (eta, ts), devices[i % len(devices)]))
+                 for i in range(A.shape[0])]  # dispatched asynchronously, gathered below
+    return jax.tree.map(lambda *leaves: jnp.stack([jax.device_get(x) for x in leaves]), *solutions)
