@@ -287,16 +287,16 @@ def test_fit_and_examine_names_an_unknown_fit():
 def test_fit_and_examine_warns_of_a_fit_worse_than_no_couplings():
     """A diverged fit (its chains stuck in a ferromagnetic state) is named; a weak part whose
     correlations are at the check's noise level (ITR) is not."""
-    from mdl_jax import _landscape
+    from mdl_jax.landscape import verdicts
 
     fit = ls.BoltzmannFit(ls.Ising(jnp.zeros((3, 3)), jnp.zeros(3)), jnp.asarray(0.18), jnp.asarray([0.0735, 0.2, 0.19]))
     check = lambda error, baseline, noise: {"metropolis_correlation_error": error, "independent_correlation_error": baseline,
                                             "metropolis_correlation_noise": noise}
     fit_and_examine = lambda: ls.fit_and_examine(jnp.ones((4, 3)), "mcmc", jax.random.PRNGKey(0), fit_options={}, examine_options={})
-    with mock.patch.object(_landscape, "boltzmann_learning_mcmc", return_value=fit):
-        with mock.patch.object(_landscape, "examine", return_value=check(0.183, 0.0515, 0.0151)):
+    with mock.patch.object(verdicts, "boltzmann_learning_mcmc", return_value=fit):
+        with mock.patch.object(verdicts, "examine", return_value=check(0.183, 0.0515, 0.0151)):
             with pytest.warns(RuntimeWarning, match=r"by 0.183, more than a model without couplings \(0.0515\).*from 0.0735 to 0.19"):
                 assert fit_and_examine()["fit"] == "mcmc"
-        with mock.patch.object(_landscape, "examine", return_value=check(0.0134, 0.0083, 0.013)), warnings.catch_warnings():
+        with mock.patch.object(verdicts, "examine", return_value=check(0.0134, 0.0083, 0.013)), warnings.catch_warnings():
             warnings.simplefilter("error")
             fit_and_examine()
