@@ -6,6 +6,7 @@
 - :mod:`~mdl_jax.online.simulate`: online SGD, many runs on one stream of inputs.
 - :mod:`~mdl_jax.online.compare`: theory against simulation, Fig. 4's summaries.
 - :mod:`~mdl_jax.online.fit`: fitting the ODE's inputs to simulated curves, with uncertainties.
+- :mod:`~mdl_jax.online.design`: learning-rate schedules designed through the ODE.
 """
 
 from mdl_jax.online.committee import (
@@ -55,4 +56,9 @@ from mdl_jax.online.fit import (
     fit_learning_rate as fit_learning_rate,
     FitResult as FitResult,
     FITTABLE as FITTABLE,
+)
+from mdl_jax.online.design import (
+    Design as Design,
+    design as design,
+    schedule_edges as schedule_edges,
 )

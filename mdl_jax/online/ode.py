@@ -39,7 +39,16 @@ from mdl_jax.online.integrals import expectations, generalisation_error
 class OdeArgs(NamedTuple):
     P: jax.Array  # (k, k)
     A: jax.Array  # (m, m)
-    eta: jax.Array  # learning rate
+    eta: jax.Array  # learning rate (), or a schedule (B,): eta[b] on [eta_edges[b], eta_edges[b + 1])
+    eta_edges: jax.Array | None = None  # (B + 1,) for a schedule
+
+
+def learning_rate(t, args: OdeArgs) -> jax.Array:
+    """The learning rate at time ``t``: ``args.eta``, or its schedule's value in ``t``'s bin."""
+    if args.eta_edges is None:
+        return args.eta
+    b = jnp.clip(jnp.searchsorted(args.eta_edges, t, side="right") - 1, 0, args.eta.shape[0] - 1)
+    return args.eta[b]
 
 
 def vector_field(t, y: tuple[jax.Array, jax.Array], args: OdeArgs) -> tuple[jax.Array, jax.Array]:
@@ -48,9 +57,9 @@ def vector_field(t, y: tuple[jax.Array, jax.Array], args: OdeArgs) -> tuple[jax.
     m = Q.shape[0]
     e_delta_u, e_delta_delta = expectations(OrderParameters(Q, M, args.P))
     e_delta_lambda, e_delta_teacher = e_delta_u[:, :m], e_delta_u[:, m:]
-    a_dl = args.A @ e_delta_lambda
-    dq = -args.eta * (a_dl + a_dl.T) + args.eta**2 * args.A @ e_delta_delta @ args.A
-    dm = -args.eta * args.A @ e_delta_teacher
+    a_dl, eta = args.A @ e_delta_lambda, learning_rate(t, args)
+    dq = -eta * (a_dl + a_dl.T) + eta**2 * args.A @ e_delta_delta @ args.A
+    dm = -eta * args.A @ e_delta_teacher
     return dq, dm
 
 
@@ -127,13 +136,16 @@ def solve_ode(
     op0: OrderParameters, A: jax.Array, eta: jax.Array | float, ts: jax.Array, *,
     method: str = "adaptive", d: int | None = None, rtol: float = 3e-7, atol: float = 3e-10, solver: str = "rosenbrock23",
     max_steps: int | None = 100_000, adjoint: diffrax.AbstractAdjoint | None = None, throw: bool = True,
+    eta_edges: jax.Array | None = None,
 ) -> OdeSolution:
     """Integrates the mean-field ODE from ``op0`` and saves at ``ts`` (increasing, from 0).
 
     Args:
       op0: initial order parameters (``P`` stays fixed).
       A: ``xi diag(sigma)^2 xi^T``.
-      eta: learning rate (may be traced, and differentiated).
+      eta: learning rate (may be traced, and differentiated); with ``eta_edges``, a schedule:
+        ``eta[b]`` on ``[eta_edges[b], eta_edges[b + 1])`` (the adaptive solver steps onto
+        every edge, ``jump_ts``).
       ts: save times; ``ts[0]`` is the start.
       method: ``adaptive`` (``solver`` with a PID step-size controller) or ``euler`` (the
         authors' scheme: forward Euler with ``dt = 1/d``, one step per sample).
@@ -151,10 +163,13 @@ def solve_ode(
         errors instead (a fit's trial step then counts as rejected).
     """
     eta = jnp.asarray(eta, op0.Q.dtype)
+    if (eta.ndim == 1) != (eta_edges is not None) or (eta_edges is not None and len(eta_edges) != eta.shape[0] + 1):
+        raise ValueError("a schedule eta (B,) needs eta_edges (B + 1,), and a scalar eta none")
     if method == "adaptive":
         if solver not in ADAPTIVE_SOLVERS:
             raise ValueError(f"unknown solver {solver!r}; choose one of {', '.join(ADAPTIVE_SOLVERS)}")
-        solver, controller, dt0 = ADAPTIVE_SOLVERS[solver](), diffrax.PIDController(rtol=rtol, atol=atol), 1e-3
+        jumps = None if eta_edges is None else jnp.asarray(eta_edges, op0.Q.dtype)
+        solver, controller, dt0 = ADAPTIVE_SOLVERS[solver](), diffrax.PIDController(rtol=rtol, atol=atol, jump_ts=jumps), 1e-3
     elif method == "euler":
         if d is None:
             raise ValueError("method='euler' integrates with dt = 1/d: pass d")
@@ -163,7 +178,8 @@ def solve_ode(
         raise ValueError(f"unknown method {method!r}; choose 'adaptive' or 'euler'")
     solution = diffrax.diffeqsolve(
         diffrax.ODETerm(vector_field), solver, t0=ts[0], t1=ts[-1], dt0=dt0,
-        y0=(op0.Q, op0.M), args=OdeArgs(op0.P, A, eta), saveat=diffrax.SaveAt(ts=ts),
+        y0=(op0.Q, op0.M), args=OdeArgs(op0.P, A, eta, None if eta_edges is None else jnp.asarray(eta_edges, op0.Q.dtype)),
+        saveat=diffrax.SaveAt(ts=ts),
         stepsize_controller=controller, max_steps=max_steps,
         adjoint=adjoint or diffrax.RecursiveCheckpointAdjoint(), throw=throw,
     )

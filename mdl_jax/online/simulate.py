@@ -107,7 +107,8 @@ def simulate_runs(
       groups: ``(teachers, students)`` pairs of :class:`Committee` with a leading run axis,
         one pair per mode count (the students' ``xi``, ``sigma`` are their teachers'); every
         run has the same ``d`` and ``m = k``.
-      eta: learning rate.
+      eta: learning rate; or a schedule, one rate per save (``eta[i]`` for the samples from
+        ``save_steps[i - 1]`` up to ``save_steps[i]``).
       save_steps: increasing sample counts ``nu`` at which ``eps_g`` is measured (``t = nu / d``).
       n_test: test samples per measurement.
       block, chunk: samples drawn, and taken, at once (``chunk`` divides ``block``).
@@ -120,9 +121,12 @@ def simulate_runs(
     if block % chunk:
         raise ValueError(f"chunk = {chunk} must divide block = {block}")
     runs, (d, dtype) = _SideBySide.of(groups, eta), (groups[0][1].xi_hat.shape[1], groups[0][1].xi_hat.dtype)
+    if runs.eta.ndim and runs.eta.shape != save_steps.shape:
+        raise ValueError(f"eta must be a scalar or one value per save (the rate of the samples before it), "
+                         f"shape {tuple(save_steps.shape)}; got {tuple(runs.eta.shape)}")
     k_train, k_test = jax.random.split(key)
 
-    def run_to(xi_hat, start, stop):
+    def run_to(runs, xi_hat, start, stop):
         """Samples ``start .. stop - 1``; a block cut by a save is taken twice, each time masked."""
 
         def per_block(b, xi_hat):
@@ -138,7 +142,8 @@ def simulate_runs(
 
     def interval(carry, index):
         xi_hat, start = carry
-        xi_hat = run_to(xi_hat, start, save_steps[index])
+        now = runs if runs.eta.ndim == 0 else runs._replace(eta=runs.eta[index])  # a schedule: this interval's rate
+        xi_hat = run_to(now, xi_hat, start, save_steps[index])
         x = jax.random.normal(jax.random.fold_in(k_test, index), (n_test, d), dtype) if fixed is None else fixed
         return (xi_hat, save_steps[index]), runs.test_error(xi_hat, x, runs.labels(x) if fixed is None else fixed_labels)
 
