@@ -338,16 +338,17 @@ def compiled_sweep_fns(recipe: Recipe, group_size: int = 1):
         state, metrics = jax.vmap(grouped, in_axes=(0, 0, None, None))(split(state), split(runs), data, epoch)
         return merge(state), merge(metrics)
 
-    init, test = _compiled_run_fns(Recipe(spec=recipe.spec, dtype=recipe.dtype, loss=recipe.loss,
-                                                  optimizer=recipe.optimizer))  # no pruning there
+    only = Recipe(spec=recipe.spec, dtype=recipe.dtype, loss=recipe.loss, optimizer=recipe.optimizer)  # no pruning there
+    init, test = _compiled_run_fns(only)
     return init, jax.jit(epoch_fn, donate_argnums=0), test
 
 
 @functools.lru_cache(maxsize=None)
 def _compiled_run_fns(recipe: Recipe):
     """``(init, test_accuracy)`` of a sweep. They depend only on the architecture, the loss, the
-    dtype and the optimizer (not on the seed groups, the schedule or the penalties), so the caller passes a
-    recipe with only those fields set, and sweeps that differ elsewhere share one compilation."""
+    dtype and the optimizer (not on the seed groups, the schedule or the penalties), so the
+    caller passes a recipe with only those fields set, and sweeps that differ elsewhere share
+    one compilation."""
     init = jax.jit(jax.vmap(functools.partial(init_state, recipe=recipe)))
     test = jax.jit(jax.vmap(lambda state, run, x, y: correct_count(state.params, run._replace(mode_mask=state.mode_mask),
                                                                   x, y, recipe=recipe)[1],
