@@ -175,7 +175,7 @@ def draw(results: dict):
     plt = common.pyplot()
     parts = [p for p in ("lenet", "mlp") if p in results]
     fig, axes = plt.subplots(1, len(parts) + 1, figsize=(5.5 * (len(parts) + 1), 4.2), constrained_layout=True)
-    titles = {"lenet": "LeNet-5 (SGD 0.05, batch 128)", "mlp": "784-500x4-10 (Adam 1e-3, batch 256)"}
+    titles = {"lenet": "LeNet-5, batch 128 (dense: SGD 0.05)", "mlp": "784-500x4-10, batch 256 (Adam)"}
     for ax, part in zip(axes, parts):
         groups = results[part]["groups"]
         for name, g in groups.items():

@@ -102,8 +102,9 @@ def conv_as_matmul(x: jax.Array, kernel: jax.Array, kernel_size: Sequence[int], 
 
     Same numbers as ``lax.conv_general_dilated``, but its gradient with respect to the kernel is
     a matrix product: under ``vmap`` over runs (a sweep), a convolution's kernel gradient
-    becomes a grouped convolution, which XLA:CPU runs about 6x slower than the matrix product
-    (LeNet-5, batch 128, 2 CPU cores).
+    becomes a grouped convolution, which XLA:CPU runs slowly: a LeNet-5 sweep of 5 runs takes
+    4.6x as long per step with ``lax.conv_general_dilated`` (``benchmarks/lenet.py``, batch
+    128, 2 CPU cores).
     """
     kh, kw = kernel_size
     batch = x.shape[:-3]
