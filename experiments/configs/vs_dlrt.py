@@ -26,9 +26,11 @@ the same 50k/10k/10k split; dense against MDL at fixed p and adaptive.
 Goal, fixed before running: at each of DLRT's compression levels, a mean test accuracy over all
 seeds at least DLRT's mean, in less wall time per epoch than the dense model.
 
-Wall time on 2 CPU cores: LeNet-5 costs about 30 s per run and epoch (dense or MDL), so the
-full settings take about 4 hours there; ``experiments/configs/vs_dlrt.py``'s numbers in
-``docs/results.md`` say which settings were run. --quick: 2 seeds, 1 epoch on 5,000 images.
+Wall time on 2 CPU cores (AMD EPYC, 2026-12-06): LeNet-5 costs about 40 s per run and epoch,
+dense or MDL (``benchmarks/lenet.py``), so the full settings (50 runs x 20 epochs) would take
+about 12 hours there; docs/results.md reports the 4-epoch run (20 runs, 78 minutes beside
+other jobs) and the 3-epoch MLP runs (6-7 minutes each). --quick: 2 seeds, 1 epoch on 5,000
+images (80 s).
 """
 
 from __future__ import annotations
