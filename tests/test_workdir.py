@@ -235,7 +235,8 @@ def test_one_process_owns_a_workdir_and_ctrl_c_says_how_to_continue(tmp_path):
         assert third.returncode == 2
         assert f"is in use by process {owner.pid}" in third.stderr and "Traceback" not in third.stderr, third.stderr
         owner.send_signal(signal.SIGINT)
-        code, err = owner.wait(timeout=120), owner.communicate()[1]
+        err = owner.communicate(timeout=120)[1]  # reads while it waits: a full pipe would block the owner's last line
+        code = owner.returncode
     finally:
         first.kill()
         second.kill()
