@@ -116,7 +116,7 @@ def test_effective_model_tiny(tmp_path, mnist, capsys):
     from experiments import effective_model as em
 
     settings = em.EffectiveModelSettings(
-        networks=3, epochs_under=1, epochs_over=3, epochs_shallow=1, samples_per_network=20, threshold_under=0.0,
+        networks=2, epochs_under=1, epochs_over=3, epochs_shallow=1, samples_per_network=25, threshold_under=0.0,
         threshold_over=0.0, threshold_shallow=0.0, score_images=500, hidden_permutations=2, bm_iterations=5, bm_burn_in=2,
         mcmc_iterations=10, mcmc_chains=16, verify_chains=8, verify_sweeps=6, references=2, field_step=0.5,
         check_references=1, shallow_references=5, shallow_check_references=5, check_chains=4, check_sweeps=4,
@@ -129,7 +129,7 @@ def test_effective_model_tiny(tmp_path, mnist, capsys):
         assert set(saved["mean_abs_J"]) == set(saved["mean_abs_h"]) == {"LB", "ITR", "RB"}
         assert 0 < saved["max_entropy"]["ITR"] <= 0.6932
         under = saved["cases"]["under"]
-        assert under["kept_samples"] == 3 * 20 and under["LB"]["samples"] == 2 * under["kept_samples"]  # relabelled copies
+        assert under["kept_samples"] == 2 * 25 and under["LB"]["samples"] == 2 * under["kept_samples"]  # relabelled copies
         shallow = saved["cases"]["shallow"]["FULL"]
         assert shallow["fit"] == "mcmc" and shallow["checked_references"] == 5 and len(shallow["metropolis_curves"]) == 5
         assert "curves" in shallow["comparison"] and shallow["comparison"]["fit"] == "bp"
@@ -311,7 +311,7 @@ def test_vs_dlrt_tiny(tmp_path, mnist):
     from experiments import vs_dlrt
     from experiments.configs.vs_dlrt import VsDlrtSettings
 
-    settings = VsDlrtSettings(parts=("lenet",), seeds=2, n_train=1000, validation=300, n_test=300, lenet_epochs=2,
+    settings = VsDlrtSettings(parts=("lenet",), seeds=2, n_train=700, validation=200, n_test=200, lenet_epochs=2,
                               lenet_prune_until=1, lenet_prune_taus=(0.0, 0.3), lenet_p_max=(4, 6, 20),
                               lenet_ranks=((2, 2, 3),), lenet_mdl_adam_lr=None)
     results = vs_dlrt.run(settings, mnist, tmp_path, plot=False)
