@@ -79,10 +79,10 @@ def _runs(workdir: Path, method: str, first_epoch: int = 1) -> list[dict]:
 
 def _group(runs: list[dict], layers, head: int, epochs: int) -> dict:
     """Mean and spread over the seeds of one configuration, with its parameter counts."""
-    selected = np.asarray([r["selected_modes"] for r in runs]) if runs[0]["modes"] else None
-    trained = [np.mean([counts(layers, head, m)["honest"] for m in r["modes_by_epoch"]]) for r in runs] \
-        if runs[0]["modes"] else [counts(layers, head, None)["dense"]] * len(runs)
-    per_run = [counts(layers, head, None if selected is None else m) for m in (selected if selected is not None else [None] * len(runs))]
+    moded = bool(runs[0]["modes"])  # the dense model's runs have no modes
+    selected = np.asarray([r["selected_modes"] for r in runs]) if moded else None
+    per_run = [counts(layers, head, r["selected_modes"] if moded else None) for r in runs]
+    trained = [np.mean([counts(layers, head, m if moded else None)["honest"] for m in r["modes_by_epoch"]]) for r in runs]
     dense = per_run[0]["dense"]
     mean = lambda key: float(np.mean([c[key] for c in per_run]))
     return {

@@ -28,7 +28,6 @@ checkpoints its share; process 0 writes the other files.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import math
 import os
@@ -52,7 +51,7 @@ from mdl_jax._data import DataError, Dataset, fingerprint, hold_out, load_datase
 from mdl_jax._lock import holds_only_lock, workdir_lock
 from mdl_jax._methods import METHODS, make_spec
 from mdl_jax._models import init_params, param_count
-from mdl_jax._spec import NetworkSpec, SpecError
+from mdl_jax._spec import NetworkSpec
 from mdl_jax._train import (
     DIVERGENCE_CAUSES, EpochMetrics, Sweep, build_sweep, check_data, compiled_sweep_fns, data_arrays, train,
 )
@@ -180,13 +179,17 @@ def _changed(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
             for key in sorted(set(stored) | set(current)) if stored.get(key) != current.get(key)]
 
 
+def _with_defaults(identity: dict[str, Any]) -> dict[str, Any]:
+    """A stored config identity with the keys added since it was written at their defaults."""
+    return {**TrainConfig().identity(), **identity}
+
+
 def _check_resume(workdir: Path, config: TrainConfig, data_print: dict[str, Any]) -> None:
     path = workdir / "fingerprint.json"
     if not path.is_file():
         raise ConfigError(f"cannot resume {workdir}: it has no fingerprint.json (the run never got past its checks)")
     stored = json.loads(path.read_text())
-    defaults = TrainConfig().identity()  # keys added since the run started hold their defaults there
-    changes = _changed({**defaults, **stored["config"]}, config.identity())
+    changes = _changed(_with_defaults(stored["config"]), config.identity())
     if changes:
         raise ConfigError(
             f"config.json in {workdir} changes {'; '.join(changes)} since the run started; --resume only "
@@ -378,8 +381,8 @@ def _restore(recorder: Recorder) -> tuple[Any, History]:
         state=ocp.args.StandardRestore(abstract), history=ocp.args.JsonRestore(),
     ))
     stored = restored.history.get("identity") or {}
-    defaults = TrainConfig().identity()  # keys added since the checkpoint was written hold their defaults there
-    stored = {**stored, "config": {**defaults, **stored.get("config", {})}} if stored else stored
+    if stored:
+        stored = {**stored, "config": _with_defaults(stored.get("config", {}))}
     if stored != recorder.identity:
         raise ConfigError(
             f"the checkpoints of {recorder.method!r} in {recorder.workdir} were written by other settings than "
