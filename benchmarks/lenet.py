@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -31,8 +30,9 @@ from flax import nnx
 sys.path.insert(0, str(Path(__file__).parents[1]))
 
 import mdl_jax  # noqa: E402
-from mdl_jax._train import _example_counts, compiled_sweep_fns, data_arrays  # noqa: E402
+from mdl_jax._train import compiled_sweep_fns, data_arrays  # noqa: E402
 from experiments import models  # noqa: E402
+from experiments.common import machine  # noqa: E402
 
 RANKS = {"dense": None, "p=10,20,48": (10, 20, 48), "p=8,8,15": (8, 8, 15), "p=2,2,3": (2, 2, 3)}
 #: (positions, fan-in, fan-out) of LeNet-5's layers on 28x28 inputs: the two convolutions, the dense layers.
@@ -98,7 +98,7 @@ def main(argv=None) -> dict:
     per_step = {name: t / args.steps / args.runs for name, t in best.items()}
     dense = per_step["dense"]
     results = {
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, JAX {jax.__version__}",
+        "machine": f"{machine()['name']}, JAX {jax.__version__}",
         "date": time.strftime("%Y-%m-%d"), "runs": args.runs, "steps": args.steps, "batch": 128,
         "load_before": os.getloadavg()[0],
         "configs": {name: {"ms_per_run_step": 1e3 * per_step[name], "time_vs_dense": per_step[name] / dense,

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -33,8 +32,10 @@ import jax.numpy as jnp
 import numpy as np
 
 import mdl_jax
-from mdl_jax._layout import plan_layout, plan_programs, to_devices
-from mdl_jax._train import _chunks, compiled_sweep_fns, mode_counts
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from experiments.common import machine, matmul_peak_gflops  # noqa: E402
+from mdl_jax._layout import plan_layout, plan_programs, to_devices  # noqa: E402
+from mdl_jax._train import _chunks, compiled_sweep_fns, mode_counts  # noqa: E402
 
 
 
@@ -47,35 +48,11 @@ def _blas_name() -> str:
 WIDTHS = (784, 100, 100, 10)
 
 
-def layer_flops(n_in: int, n_out: int, p: int | None, *, first: bool) -> tuple[int, int]:
-    """(forward, training) matrix-product FLOPs per example of one layer; p None = dense."""
-    if p is None:
-        forward = 2 * n_in * n_out
-        return forward, forward * (2 if first else 3)
-    forward = 2 * p * (n_in + n_out)
-    backward = 4 * p * n_out + 2 * p * n_in + (0 if first else 2 * p * n_in)
-    return forward, forward + backward
-
-
 def epoch_flops(modes, n_train: int, n_test: int) -> float:
-    """FLOPs of one epoch (training steps + test evaluation) of a run with these mode counts."""
-    total = 0.0
-    for l, (n_in, n_out) in enumerate(zip(WIDTHS[:-1], WIDTHS[1:])):
-        forward, train = layer_flops(n_in, n_out, modes[l] if modes else None, first=l == 0)
-        total += n_train * train + n_test * forward
-    return total
-
-
-def matmul_peak_gflops(n: int = 2048, repeats: int = 10) -> float:
-    a = jnp.ones((n, n), jnp.float32)
-    product = jax.jit(lambda a, b: a @ b)
-    product(a, a).block_until_ready()
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        product(a, a).block_until_ready()
-        best = min(best, time.perf_counter() - start)
-    return 2 * n**3 / best / 1e9
+    """FLOPs of one epoch (training steps + test evaluation) of a run with these mode counts
+    (``None``: the dense network), from :func:`mdl_jax.matmul_flops`."""
+    flops = mdl_jax.matmul_flops(mdl_jax.make_spec(WIDTHS, tuple(int(p) for p in modes) if modes else None, "mdl" if modes else "bp"))
+    return n_train * flops.training + n_test * flops.forward
 
 
 def time_sweep(sweep: mdl_jax.Sweep, data: mdl_jax.DataArrays, timed_epochs: int, max_padding: float | None = None):
@@ -160,7 +137,7 @@ def main() -> None:
     executed, programs = executed_flops(sweep, args.max_padding, n_train, n_test)
 
     results = {
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {jax.devices()[0].device_kind}",
+        "machine": machine()["name"],
         "devices": len(jax.devices()),
         "jax": jax.__version__,
         "single_run_samples_per_s": n_train / single_epoch,

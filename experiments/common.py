@@ -6,6 +6,8 @@ import argparse
 import dataclasses
 import json
 import os
+import platform
+import time
 import warnings
 from pathlib import Path
 from typing import NamedTuple
@@ -217,6 +219,32 @@ def _to_json(value):
     if isinstance(value, (np.floating, np.integer)):
         return value.item()
     raise TypeError(f"cannot write {type(value)} as JSON")
+
+
+def matmul_peak_gflops(n: int = 2048, repeats: int = 10) -> float:
+    """The default device's float32 GFLOP/s on an ``n x n`` matrix product (best of ``repeats``)."""
+    a = jax.numpy.ones((n, n), jax.numpy.float32)
+    product = jax.jit(lambda a, b: a @ b)
+    product(a, a).block_until_ready()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        product(a, a).block_until_ready()
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best / 1e9
+
+
+def machine() -> dict:
+    """What the numbers were measured on: ``name`` (the CPU model and core count, or the
+    accelerator), ``cpus``, ``device``."""
+    device, cpus = jax.devices()[0], os.cpu_count()
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    name = f"{cpu}, {cpus} cores" if device.platform == "cpu" else f"{device.device_kind} ({cpu}, {cpus} cores)"
+    return {"name": name, "cpus": cpus, "device": device.device_kind}
 
 
 def pyplot():

@@ -308,31 +308,88 @@ class LogFit(NamedTuple):
     slope: float  # least p ~ slope * ln N + intercept
     intercept: float
     r2: float
+    rss: float  # residual sum of squares
 
 
 def fit_log_growth(widths: Sequence[int], values: Sequence[float]) -> LogFit:
-    """Least-squares fit of ``values ~ slope * ln(width) + intercept`` and its R^2."""
+    """Least-squares fit of ``values ~ slope * ln(width) + intercept``, its R^2 and residual sum of squares."""
     x, y = np.log(np.asarray(widths, float)), np.asarray(values, float)
     slope, intercept = np.polyfit(x, y, 1)
-    residual = np.sum((y - slope * x - intercept) ** 2)
+    residual = float(np.sum((y - slope * x - intercept) ** 2))
     total = np.sum((y - y.mean()) ** 2)
-    return LogFit(float(slope), float(intercept), float(1 - residual / total) if total > 0 else 1.0)
+    return LogFit(float(slope), float(intercept), float(1 - residual / total) if total > 0 else 1.0, residual)
+
+
+class SaturatingFit(NamedTuple):
+    slope: float  # least p ~ slope * ln N + intercept for N < onset,
+    intercept: float
+    plateau: float  # ... and ~ plateau for N >= onset
+    onset: int  # the first width of the flat part
+    rss: float  # residual sum of squares
+
+
+def fit_saturating(widths: Sequence[int], values: Sequence[float]) -> SaturatingFit:
+    """Least-squares fit of ``a + b ln N`` up to an onset width and a constant from it on.
+
+    The onset is chosen among the widths (at least two before it, one from it on) by the least
+    total residual sum of squares; ``a, b`` fit the widths before it, the constant is the mean
+    of the rest. Needs three widths or more.
+    """
+    order = np.argsort(np.asarray(widths, float))
+    n, y = np.asarray(widths, float)[order], np.asarray(values, float)[order]
+    if len(n) < 3:
+        raise ValueError(f"a saturating fit needs three widths or more, got {len(n)}")
+    best = None
+    for k in range(2, len(n)):
+        slope, intercept = np.polyfit(np.log(n[:k]), y[:k], 1)
+        plateau = y[k:].mean()
+        rss = float(np.sum((y[:k] - slope * np.log(n[:k]) - intercept) ** 2) + np.sum((y[k:] - plateau) ** 2))
+        if best is None or rss < best.rss - 1e-12:
+            best = SaturatingFit(float(slope), float(intercept), float(plateau), int(n[k]), rss)
+    return best
+
+
+def least_modes_law(law: dict, widths) -> np.ndarray:
+    """The least p that a fitted law (a :class:`LogFit` or :class:`SaturatingFit` as a dict,
+    as :func:`fit_least_modes` stores it) gives at ``widths``."""
+    n = np.asarray(widths, float)
+    grows = law["slope"] * np.log(n) + law["intercept"]
+    return np.where(n >= law["onset"], law["plateau"], grows) if "onset" in law else grows
+
+
+def describe_law(law: dict) -> str:
+    """One line for a fitted law, e.g. ``3.3 ln N - 1.1, constant 20 from N = 800 (RSS 4.0)``."""
+    text = f"{law['slope']:.1f} ln N {'+-'[law['intercept'] < 0]} {abs(law['intercept']):.1f}"
+    if "onset" in law:
+        text += f", constant {law['plateau']:.1f} from N = {law['onset']}"
+    return text + f" (RSS {law['rss']:.1f})"
 
 
 def fit_least_modes(least: dict) -> dict | None:
-    """The ln N law of the least number of modes (Fig. 2c): ``{N: least p or None}`` to the
-    :class:`LogFit` over the rising part, with ``flat_from``, the width from which the least p
-    grows no more (``None`` if it rises to the last width), and ``fitted_widths``.
+    """Both laws of the least number of modes against width (Fig. 2c), from ``{N: least p or None}``.
 
-    The rising part ends at the first width whose least p no later width exceeds; the fit uses
-    the widths up to it (all of them if that leaves fewer than two). ``None`` with fewer than
-    two widths where a least p was found.
+    Returns ``None`` with fewer than two widths where a least p was found, else a dict:
+    ``log`` (:class:`LogFit` over every width), ``saturating`` (:class:`SaturatingFit`; ``None``
+    with fewer than three widths), ``held_out`` (each law fitted without the widest width and
+    its error there, ``None`` with fewer than four widths) and ``preferred``: the law with the
+    smaller error at the held-out widest width, by more than half a mode (else the log law,
+    having fewer parameters), or with the smaller residual sum of squares where no width can be
+    held out.
     """
     points = sorted((int(n), int(p)) for n, p in least.items() if p is not None)
     if len(points) < 2:
         return None
     widths, values = zip(*points)
-    onset = next((i for i in range(len(values) - 1) if max(values[i + 1:]) <= values[i]), None)
-    rising = onset + 1 if onset is not None and onset >= 1 else len(values)
-    fit = fit_log_growth(widths[:rising], values[:rising])
-    return {**fit._asdict(), "flat_from": widths[onset] if onset is not None else None, "fitted_widths": list(widths[:rising])}
+    laws = {"log": fit_log_growth(widths, values)._asdict(),
+            "saturating": fit_saturating(widths, values)._asdict() if len(points) >= 3 else None}
+    held_out = None
+    if len(points) >= 4:
+        train = (widths[:-1], values[:-1])
+        fitted = {"log": fit_log_growth(*train)._asdict(), "saturating": fit_saturating(*train)._asdict()}
+        held_out = {"width": widths[-1], "least_modes": values[-1],
+                    **{form: {"predicted": float(least_modes_law(law, widths[-1])), "error": float(least_modes_law(law, widths[-1]) - values[-1])}
+                       for form, law in fitted.items()}}
+        preferred = "saturating" if abs(held_out["saturating"]["error"]) < abs(held_out["log"]["error"]) - 0.5 else "log"
+    else:
+        preferred = "saturating" if laws["saturating"] and laws["saturating"]["rss"] < laws["log"]["rss"] - 0.5 else "log"
+    return {**laws, "held_out": held_out, "preferred": preferred}

@@ -368,6 +368,37 @@ def run_footprint_bytes(recipe: Recipe) -> int:
     return 2 * jnp.dtype(recipe.dtype).itemsize * (7 * n_params + activations)
 
 
+class StepMemory(NamedTuple):
+    """Bytes of one run's training step as XLA's buffer assignment plans it (exact for the
+    compiled program, whatever the device)."""
+
+    state_bytes: int  # parameters and optimizer moments
+    batch_bytes: int  # one minibatch of images and labels
+    temp_bytes: int  # the step's temporaries: activations, gradients, updates
+    peak_bytes: int  # arguments + outputs - donated + temporaries
+
+
+def step_memory(recipe: Recipe, run: RunHparams, input_shape: Sequence[int] | None = None) -> StepMemory:
+    """:class:`StepMemory` of one training step (forward, backward, optimizer update, the state
+    donated) of one run of a sweep (``select_run(sweep.runs, i)``) on a minibatch of
+    ``recipe.batch_size`` examples of ``input_shape`` (default: the input width)."""
+    shape = tuple(input_shape) if input_shape is not None else (recipe.spec.widths[0],)
+    state = jax.eval_shape(functools.partial(init_state, recipe=recipe), run)
+    images = jax.ShapeDtypeStruct((recipe.batch_size, *shape), jnp.dtype(recipe.dtype))
+    labels = jax.ShapeDtypeStruct((recipe.batch_size,), jnp.int32)
+    optimizer = _optimizer(recipe, run.learning_rate, 1)
+
+    def step(state: TrainState, images, labels):
+        grads = jax.grad(lambda params: _loss(params, images, labels, run, recipe)[0])(state.params)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        return state._replace(params=optax.apply_updates(state.params, updates), opt_state=opt_state)
+
+    stats = jax.jit(step, donate_argnums=0).lower(state, images, labels).compile().memory_analysis()
+    nbytes = lambda tree: sum(leaf.size * leaf.dtype.itemsize for leaf in jax.tree.leaves(tree))
+    peak = stats.argument_size_in_bytes + stats.output_size_in_bytes - stats.alias_size_in_bytes + stats.temp_size_in_bytes
+    return StepMemory(nbytes((state.params, state.opt_state)), nbytes((images, labels)), int(stats.temp_size_in_bytes), int(peak))
+
+
 def data_arrays(dataset: Dataset, dtype: str = "float32") -> DataArrays:
     """Puts a dataset on the default device once, in the recipe's dtype (with its validation
     set, if it holds one)."""

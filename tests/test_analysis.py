@@ -92,15 +92,27 @@ def test_fixed_split_fits_each_side_on_its_own():
         analysis.fit_fixed_split(tau, split=69)
 
 
-def test_least_modes_law_fits_the_rising_part_and_finds_the_flat_onset():
-    widths = [10, 25, 50, 100, 200, 400]
-    rising = {n: round(5.2 * np.log(n) - 4) for n in widths[:4]}  # the law up to N = 100, then flat
-    law = analysis.fit_least_modes({**rising, 200: rising[100], 400: rising[100] - 1})
-    assert law["flat_from"] == 100 and law["fitted_widths"] == [10, 25, 50, 100]
-    assert abs(law["slope"] - 5.2) < 0.3 and law["r2"] > 0.99
-    still_rising = analysis.fit_least_modes({10: 4, 25: 9, 50: None, 100: 16})
-    assert still_rising["flat_from"] is None and still_rising["fitted_widths"] == [10, 25, 100]
+def test_least_modes_laws_tell_a_flattening_law_from_a_rising_one():
+    widths = [10, 25, 50, 100, 200, 400, 800]
+    log_law = {n: round(5.2 * np.log(n) - 4) for n in widths}  # least p are whole numbers: 8, 13, 16, 20, 24, 27, 31
+    flat = {n: log_law[min(n, 100)] for n in widths}  # the law up to N = 100, then constant
+    law = analysis.fit_least_modes(flat)
+    assert law["saturating"]["onset"] == 100 and law["saturating"]["plateau"] == log_law[100]
+    assert law["saturating"]["slope"] == pytest.approx(5.2, abs=0.5) and law["saturating"]["rss"] < 0.5
+    assert law["log"]["rss"] > 10 and law["preferred"] == "saturating"
+    assert law["held_out"]["width"] == 800 and law["held_out"]["saturating"]["error"] == 0
+    assert law["held_out"]["log"]["error"] > 3  # the ln N law, extrapolated, overshoots the flat part
+    rising = analysis.fit_least_modes({**log_law, 50: None})
+    assert rising["log"]["slope"] == pytest.approx(5.2, abs=0.1) and rising["log"]["r2"] > 0.99
+    assert rising["preferred"] == "log" and abs(rising["held_out"]["log"]["error"]) < 0.5
+    assert rising["held_out"]["saturating"]["error"] < -3  # a constant undershoots the still-rising law
+    assert analysis.least_modes_law(rising["log"], 800) == pytest.approx(log_law[800], abs=0.5)
+    assert analysis.least_modes_law(law["saturating"], [400]) == pytest.approx([log_law[100]])
+    assert "from N = 100" in analysis.describe_law(law["saturating"])
     assert analysis.fit_least_modes({10: 4, 25: None}) is None
+    assert analysis.fit_least_modes({10: 4, 25: 8})["saturating"] is None
+    with pytest.raises(ValueError, match="three widths"):
+        analysis.fit_saturating([10, 20], [1, 2])
 
 
 def test_least_modes_and_log_fit():

@@ -91,6 +91,10 @@ def test_fig2_tiny(tmp_path, mnist):
     assert all(0 <= o <= 1 + 1e-6 for o in saved["overlap"]["bp_fanin"]["mean"])
     with pytest.raises(mdl_jax.ConfigError, match="last_epochs=3"):
         dataclasses.replace(settings, last_epochs=3)
+    with pytest.raises(mdl_jax.ConfigError, match="panels='cx': unknown 'x'"):
+        dataclasses.replace(settings, panels="cx")
+    only_c = {k: saved[k] for k in ("least_modes", "least_modes_fit", "c_accuracy_by_p")}  # e.g. --set panels='"c"'
+    fig2.draw({**only_c, "settings": {**saved["settings"], "panels": "c"}})
     assert results["wall_time_s"] > 0
 
 
@@ -332,3 +336,35 @@ def test_vs_dlrt_tiny(tmp_path, mnist):
     verdict = saved["verdict"]["0.45 sgd"]
     assert verdict["accuracy_met"] == (verdict["mdl"][0] >= verdict["dlrt"][0]) and set(saved["verdict"]) == {"0.45 sgd"}
     assert results["wall_time_s"] > 0
+
+
+@pytest.mark.mnist
+def test_cost_tiny(tmp_path, mnist):
+    from experiments import cost
+    from experiments.configs.cost import CostSettings
+
+    settings = CostSettings(widths=(50,), methods=("bp", "mdl"), epochs=2, n_train=2000, least_modes=((50, 5),), target_accuracy=0.6)
+    results = cost.run(settings, _mnist_slice(mnist, n_train=2000, n_test=500), tmp_path)
+    saved = _written(tmp_path, "cost")
+    assert set(saved["cost"]) == {"bp", "mdl", "mdl_least"} and set(saved["cost"]["mdl_least"]) == {"50"}
+    for name, by_width in saved["cost"].items():
+        for width, entry in by_width.items():
+            spec = mdl_jax.make_spec((784, int(width), int(width), 10), entry["modes"], entry["method"])
+            assert entry["params"] == mdl_jax.param_count(spec) and entry["flops_per_sample"] == mdl_jax.matmul_flops(spec).training
+            assert entry["epoch_s"] == pytest.approx(entry["epoch_times_s"][1]) and len(entry["test_accuracy"]) == 2
+            reached = [e for e, a in enumerate(entry["test_accuracy"], 1) if a >= 0.6]
+            assert entry["epochs_to_target"] == (reached[0] if reached else None)
+            if reached:
+                assert entry["time_to_target_s"] == pytest.approx(reached[0] * entry["epoch_s"])
+            assert entry["peak_bytes"] > entry["state_bytes"] == 12 * entry["params"] + 8  # parameters, Adam's moments, step counts
+    mdl, bp = saved["cost"]["mdl"]["50"], saved["cost"]["bp"]["50"]
+    assert saved["ratios"]["mdl"]["bp"]["50"]["flops_per_sample"] == pytest.approx(mdl["flops_per_sample"] / bp["flops_per_sample"])
+    assert set(saved["verdict"]) == {"50"} and "mdl_least (p = 5)" in saved["verdict"]["50"]
+    assert [row["product"] for row in saved["products"]["50"]["bp"]] == ["h @ W", "h^T @ dy (dW)", "dy @ W^T (dh)"]
+    assert len(saved["products"]["50"]["mdl"]) == 6 and all(row["gflops_per_s"] > 0 for row in saved["products"]["50"]["mdl"])
+    stored = {p: p.stat().st_mtime_ns for p in (tmp_path / "networks").iterdir()}
+    assert len(stored) == 3
+    again = cost.run(settings, _mnist_slice(mnist, n_train=2000, n_test=500), tmp_path, plot=False)  # a resumed run retrains nothing
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "networks").iterdir()} == stored and again["cost"] == results["cost"]
+    with pytest.raises(mdl_jax.ConfigError, match="epochs=1"):
+        dataclasses.replace(settings, epochs=1)

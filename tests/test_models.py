@@ -225,3 +225,16 @@ def test_bp_fanin_is_bp_with_weights_scaled_by_the_fan_in():
     g_fanin, g_plain = jax.grad(loss)(params, fanin), jax.grad(loss)(scaled, plain)
     for w, a, b in zip(params["weights"], g_fanin["weights"], g_plain["weights"]):
         np.testing.assert_allclose(a, b / w.shape[0] ** 0.5, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("method, modes", [("bp", None), ("bp_fanin", None), ("mdl", 20), ("mdl_1l1p", 20)])
+def test_matmul_flops_match_what_xla_counts_in_the_compiled_step(method, modes):
+    spec = mdl_jax.make_spec((784, 500, 500, 10), modes, method)
+    params, x = mdl_jax.init_params(jax.random.PRNGKey(0), spec), jnp.ones((100, 784))
+    loss = lambda p: mdl_jax.apply(p, x, spec=spec).sum()
+    counted = {name: jax.jit(f).lower(params).compile().cost_analysis()["flops"] / 100
+               for name, f in (("forward", loss), ("training", jax.grad(loss)))}
+    ours = mdl_jax.matmul_flops(spec)
+    assert ours.forward == pytest.approx(counted["forward"], rel=0.03)  # XLA adds the elementwise work
+    assert ours.training == pytest.approx(counted["training"], rel=0.03)
+    assert mdl_jax.matmul_flops(mdl_jax.make_spec(WIDTHS, 30)) == (71_640, 167_880)  # the docstring's numbers

@@ -145,3 +145,17 @@ def test_one_epoch_of_real_mnist(mnist):
     assert result.initial_test_accuracy[0] < 0.2
     assert result.metrics.test_accuracy[0, 0] >= 0.93
     assert result.metrics.train_loss[0, 0] < 0.6
+
+
+def test_step_memory_counts_the_state_and_the_step_as_xla_plans_them():
+    small, wide = (mdl_jax.build_sweep((784, n, n, 10), "bp") for n in (100, 800))
+    mdl = mdl_jax.build_sweep((784, 800, 800, 10), "mdl", modes=(30,))
+    memory = {name: mdl_jax.step_memory(s.recipe, mdl_jax.select_run(s.runs, 0)) for name, s in (("small", small), ("wide", wide), ("mdl", mdl))}
+    for name, sweep in (("small", small), ("wide", wide), ("mdl", mdl)):
+        m = memory[name]
+        params = mdl_jax.param_count(sweep.recipe.spec)
+        assert m.state_bytes == 3 * 4 * params + 8  # float32 parameters, Adam's two moments, two int32 step counts
+        assert m.batch_bytes == 100 * 784 * 4 + 100 * 4
+        assert m.temp_bytes > 0
+        assert m.peak_bytes >= m.state_bytes + m.batch_bytes + m.temp_bytes
+    assert memory["wide"].peak_bytes > 5 * memory["mdl"].peak_bytes  # 784-800-800-10: BP against MDL at p = 30

@@ -22,6 +22,9 @@ from mdl_jax import ConfigError
 from experiments.configs import Recipe
 
 
+PANELS = "abcdef"
+
+
 @dataclasses.dataclass(frozen=True)
 class Fig2Settings(Recipe):
     seeds: int = 5
@@ -38,11 +41,16 @@ class Fig2Settings(Recipe):
     weight_decay: float = 1e-4  # 1L1P and the baselines (the authors' scripts)
     weight_decay_1l2p: float = 1e-3  # 1L2P (Fig2/MDL-1L2P.py)
     last_epochs: int = 5  # accuracies (least p included) are means over each run's last epochs
+    panels: str = "abcdef"  # the panels to train and draw: e.g. "c" for the least p against width alone ("a" and "b" share runs)
 
     def weight_decay_of(self, method: str) -> float:
         return self.weight_decay_1l2p if method == "mdl" else self.weight_decay
 
     def __post_init__(self):
+        unknown = sorted(set(self.panels) - set(PANELS))
+        if unknown or not self.panels:
+            raise ConfigError(f"panels={self.panels!r}: {'unknown ' + ', '.join(map(repr, unknown)) if unknown else 'none chosen'}; "
+                              f"name some of {PANELS!r}, e.g. panels=\"c\"")
         if not 1 <= self.last_epochs <= self.epochs:
             raise ConfigError(f"last_epochs={self.last_epochs} must be between 1 and epochs={self.epochs}")
 
