@@ -42,6 +42,25 @@ def compare_at(d: int, alphas: list[float], ts, s: Fig4Settings, out: Path) -> d
             for alpha in alphas}
 
 
+def plateaus_over_teachers(s: Fig4Settings, out: Path) -> dict:
+    """Panel (b)'s plateau statistics over ``s.plateau_teachers`` teachers per alpha, from the
+    ODE alone on a grid of ``s.plateau_n_times`` times (stored in ``out/plateau_ode.npz``)."""
+    ts = online.log_times(s.t_max, s.plateau_n_times, t_min=s.t_min)
+    alphas = list(s.panel_b_alpha)
+
+    def compute():
+        print(f"fig4: plateaus over {s.plateau_teachers} teachers per alpha at d = {s.panel_b_d} (ODE) ...", flush=True)
+        eps = online.theory_only([(s.panel_b_d, a) for a in alphas], ts, hidden=s.hidden, eta=s.eta, teachers=s.plateau_teachers,
+                                 seed=s.seed, redraw_above=0.01 if s.redraw_student else None, solver=s.ode_solver, dtype=jnp.dtype(s.dtype))
+        return {f"{a:g}": e for a, e in zip(alphas, eps)}
+
+    recipe = {k: v for k, v in dataclasses.asdict(s).items() if k not in ("onset_fraction", "no_plateau_decades")}
+    curves = common.cached(out / "plateau_ode.npz", recipe, compute)
+    measure = dict(onset_fraction=s.onset_fraction, no_plateau_decades=s.no_plateau_decades)
+    return {a: {**online.plateau_statistics(ts, curves[a], **measure), "ts": np.asarray(ts), "eps_median": np.median(curves[a], 0)}
+            for a in curves}
+
+
 def run(settings: Fig4Settings, out: Path, *, plot: bool = True) -> dict:
     """Computes both panels (in ``settings.dtype``, SGD in ``settings.simulation_dtype``) and writes the figure and results into ``out``."""
     start, s, configs = time.perf_counter(), settings, settings.configurations()
@@ -54,11 +73,14 @@ def run(settings: Fig4Settings, out: Path, *, plot: bool = True) -> dict:
                   f"{s.teachers} teachers x {s.seeds} seeds ...", flush=True)
             found[d] = compare_at(d, alphas, ts, s, out)
             print(f"fig4: d = {d} done in {time.perf_counter() - begun:.0f} s", flush=True)
+        plateau_ode = plateaus_over_teachers(s, out) if s.plateau_teachers else None
     ts = np.asarray(ts)
     results = {"settings": dataclasses.asdict(s), "ts": ts, "teachers_per_alpha": s.teachers,
                **online.summarise_sweep(ts, configs, [found[c["d"]][c["alpha"]] for c in configs])}
     shares = {f"{c['alpha']:g}": c["plateau_share"] for c in results["configurations"] if c["panel"] == "b"}
     results["plateau"] = {a: {"median": float(np.median(v)), "min": min(v), "max": max(v)} for a, v in shares.items()}
+    if plateau_ode is not None:
+        results["plateau_ode"] = plateau_ode
     results["wall_time_s"] = time.perf_counter() - start
     common.save(out, "fig4", results, settings, draw(results) if plot else None)
     return results
@@ -68,7 +90,8 @@ def draw(results: dict):
     """Draws Fig. 4 from ``results.json``'s contents."""
     plt = common.pyplot()
     ts = np.asarray(results["ts"])
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.4), constrained_layout=True)
+    many = results.get("plateau_ode")
+    fig, axes = plt.subplots(1, 3 if many else 2, figsize=(16.5 if many else 11, 4.4), constrained_layout=True)
     for ax, panel, key, label in ((axes[0], "a", "d", "d"), (axes[1], "b", "alpha", r"\alpha")):
         configs = [c for c in results["configurations"] if c["panel"] == panel]
         for config, color in zip(configs, plt.cm.Blues(np.linspace(0.4, 1.0, len(configs)))):  # teacher 0 in full, others thin
@@ -88,7 +111,28 @@ def draw(results: dict):
         inset = ax.inset_axes(where, xticks=[], yticks=[], title=f"|M|, {key} = {shown[key]:g}")
         inset.imshow(np.abs(np.asarray(shown["M_final"])), cmap="viridis")
         inset.title.set_fontsize(7)
+    if many:
+        _draw_plateaus(axes[2], many, results["teachers_per_alpha"], results["settings"])
     return fig
+
+
+def _draw_plateaus(ax, many: dict, simulated: int, settings: dict) -> None:
+    """Panel (c): each teacher's longest flat stretch after the onset of learning, per alpha
+    (the simulated teachers filled), with the median and the no-plateau line."""
+    rng = np.random.default_rng(0)
+    for i, (alpha, p) in enumerate(many.items()):
+        longest = np.asarray(p["longest_flat_decades"])
+        x = i + rng.uniform(-0.15, 0.15, len(longest))
+        ax.plot(x[simulated:], longest[simulated:], "o", mfc="none", color="C0", ms=4)
+        ax.plot(x[:simulated], longest[:simulated], "o", color="C1", ms=4)
+        ax.plot([i - 0.3, i + 0.3], [p["longest_flat_decades_median"]] * 2, color="k")
+        ax.text(i, -0.25, f"none: {p['no_plateau_fraction']:.0%}", ha="center", fontsize=7)
+    ax.axhline(settings["no_plateau_decades"], color="gray", ls=":", lw=0.8)
+    ax.set_xticks(range(len(many)), [f"$\\alpha = {a}$" for a in many])
+    ax.set(ylabel="longest flat stretch after the onset (decades of t)", ylim=(-0.4, None),
+           title=f"(c) d = {settings['panel_b_d']}, ODE, {next(iter(many.values()))['teachers']} teachers per alpha\n"
+                 f"filled: the {simulated} simulated; dotted: no-plateau bound", )
+    ax.title.set_fontsize(10)
 
 
 def main(argv=None) -> dict:
@@ -108,6 +152,11 @@ def summary(results: dict) -> str:
              f"{results['teachers_per_alpha']} teachers:"]
     lines += [f"  alpha = {alpha:>4}: median {p['median']:.2f} (min {p['min']:.2f}, max {p['max']:.2f})"
               for alpha, p in results["plateau"].items()]
+    if "plateau_ode" in results:
+        lines.append(f"over {next(iter(results['plateau_ode'].values()))['teachers']} teachers (ODE), from the onset of learning:")
+        lines += [f"  alpha = {alpha:>4}: share median {p['share_median']:.2f} ({p['share_min']:.2f}-{p['share_max']:.2f}), longest flat "
+                  f"stretch median {p['longest_flat_decades_median']:.2f} decades, no plateau in {p['no_plateau_fraction']:.0%} of teachers"
+                  for alpha, p in results["plateau_ode"].items()]
     return "\n".join(lines)
 
 

@@ -22,13 +22,18 @@ def _x64():
 
 def test_fig4_tiny(tmp_path, capsys):
     settings = fig4.Fig4Settings(panel_a_d=(40, 60), panel_b_d=60, panel_b_alpha=(0.5, 1.0), t_max=30.0,
-                                 n_times=8, seeds=2, n_test=1000)
+                                 n_times=8, seeds=2, n_test=1000, plateau_teachers=7, plateau_n_times=8)
     results = fig4.run(settings, tmp_path)
-    assert {p.name for p in tmp_path.iterdir()} >= {"fig4.png", "fig4.pdf", "results.json", "config.json", "d40.npz", "d60.npz"}
+    assert {p.name for p in tmp_path.iterdir()} >= {"fig4.png", "fig4.pdf", "results.json", "config.json", "d40.npz", "d60.npz",
+                                                    "plateau_ode.npz"}
     progress = capsys.readouterr().out
     assert "fig4: d = 40 (1/2), alpha = 1, 5 teachers x 2 seeds" in progress and "fig4: d = 60 done in" in progress
     again = fig4.run(settings, tmp_path, plot=False)  # as a resumed run: every dimension is read back, not recomputed
-    assert capsys.readouterr().out.count("reusing") == 2
+    assert capsys.readouterr().out.count("reusing") == 3
+    for config in results["configurations"][2:]:  # panel (b): its simulated teachers are the ODE-only study's first five
+        many = results["plateau_ode"][f"{config['alpha']:g}"]
+        assert many["teachers"] == 7 and many["shares"][:5].tolist() == pytest.approx(config["plateau_share"])
+        assert 0 <= many["no_plateau_fraction"] <= 1 and many["share_min"] <= many["share_median"] <= many["share_max"]
     assert again["configurations"][3]["eps_sim_mean"].tolist() == results["configurations"][3]["eps_sim_mean"].tolist()
     saved = json.loads((tmp_path / "results.json").read_text())
     assert len(saved["configurations"]) == 4
@@ -42,6 +47,7 @@ def test_fig4_tiny(tmp_path, capsys):
         assert all(0 <= share <= 1 for share in config["plateau_share"])
     text = fig4.summary(saved)  # what the command prints at the end: lines, not a Python dict
     assert "{" not in text and re.search(r"^  alpha =  0.5: median \d\.\d\d \(min", text, re.M), text
+    assert "over 7 teachers (ODE), from the onset of learning:" in text and "no plateau in" in text
     assert f"largest {saved['max_rel_gap_theory_vs_simulation']:.0%} (d = " in text
     args = common.parser(fig4.__doc__).parse_args(["--quick", "--set", "dtype=bfloat16"])
     with pytest.raises(SystemExit, match="error: dtype must be float32 or float64, got 'bfloat16'"):  # as the command line says it

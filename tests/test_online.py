@@ -287,12 +287,17 @@ def test_fixed_test_set_is_shared_and_plateau_measures():
     a, b = run(jax.random.PRNGKey(1), fixed), run(jax.random.PRNGKey(2), fixed)
     assert float(a[0]) == float(b[0])  # same initial student, same fixed test set
     assert float(run(jax.random.PRNGKey(1))[0]) != float(run(jax.random.PRNGKey(2))[0])  # fresh samples differ
-    ts = np.asarray([0.0, 1.0, 10.0, 100.0, 1000.0])
-    eps = np.asarray([1.0, 1.0, 1.0, 1.0, 1e-2])  # flat for the first two decades, then slope -2
-    assert online.plateau_share(ts, eps) == pytest.approx(2 / 3)
+    ts = np.asarray([0.0, 1.0, 10.0, 100.0, 1000.0, 1e4])
+    plateau = np.asarray([1.0, 0.5, 0.1, 0.1, 0.1, 1e-3])  # learns from t < 1, flat for two of the four decades after
+    assert online.plateaus(ts, plateau) == (1.0, pytest.approx(0.5), pytest.approx(2.0))
+    late = np.asarray([1.0, 1.0, 1.0, 1.0, 0.1, 1e-3])  # nothing happens for two decades, then learns without a pause
+    assert online.plateaus(ts, late) == (1000.0, 0.0, 0.0)  # the wait before the onset is no plateau
+    assert online.plateau_share(ts, late, onset_fraction=1.0) == pytest.approx(0.5)  # counted from t > 0, it would be
+    stats = online.plateau_statistics(ts, np.stack([plateau, late]))
+    assert stats["teachers"] == 2 and stats["no_plateau_fraction"] == 0.5 and stats["share_max"] == pytest.approx(0.5)
     learned = np.asarray([1.0, 1.0, 1e-9, 1.1e-9, 1e-9])  # learned by t = 10, then flat at a floor
-    assert online.plateau_share(ts, learned) == 0.0 and online.plateau_share(ts, learned, floor=0.0) == pytest.approx(2 / 3)
-    assert online.time_to_fraction(ts, eps) == 1000.0 and online.time_to_fraction(ts, eps, fraction=1e-3) is None
+    assert online.plateau_share(ts[:5], learned) == 0.0 and online.plateau_share(ts[:5], learned, floor=0.0) == pytest.approx(2 / 3)
+    assert online.time_to_fraction(ts, late) == 1e4 and online.time_to_fraction(ts, late, fraction=1e-4) is None
 
 
 def test_float32_simulation_follows_the_float64_one_from_the_same_students():

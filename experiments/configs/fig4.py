@@ -46,11 +46,22 @@ class Fig4Settings:
     common_inputs: bool = True  # every teacher and alpha at one d learns from seed s's input stream (online.theory_vs_simulation)
     n_test: int = 100_000  # test samples per measurement (the authors: one fixed set of 1e5)
     seed: int = 0
+    # Panel (b)'s plateaus over many teachers, from the ODE alone (its first `teachers` are the simulated ones);
+    # the letter gives neither its Fig. 4b's alphas nor its teacher count: one teacher, and the alphas above are ours.
+    plateau_teachers: int = 24
+    plateau_n_times: int = 161  # a finer grid than the simulation's: 0.04 decades per interval at the full t range
+    onset_fraction: float = 0.9  # learning has begun once eps_g <= this share of eps_0; plateaus count from there
+    no_plateau_decades: float = 0.5  # a teacher without a flat stretch longer than this has no plateau
 
     def __post_init__(self):
         for name in ("dtype", "simulation_dtype"):
             if getattr(self, name) not in ("float32", "float64"):
                 raise ConfigError(f"{name} must be float32 or float64, got {getattr(self, name)!r}")
+        if self.plateau_teachers and self.plateau_teachers < self.teachers:
+            raise ConfigError(f"plateau_teachers={self.plateau_teachers} must be 0 (none) or at least teachers={self.teachers}: "
+                              "the simulated teachers are the first of them")
+        if not 0 < self.onset_fraction <= 1:
+            raise ConfigError(f"onset_fraction={self.onset_fraction} must be in (0, 1], e.g. 0.9")
         if self.ode_solver not in ADAPTIVE_SOLVERS:
             raise ConfigError(f"ode_solver must be one of {', '.join(ADAPTIVE_SOLVERS)}, got {self.ode_solver!r}")
 
@@ -61,4 +72,4 @@ class Fig4Settings:
 
 
 QUICK = Fig4Settings(panel_a_d=(30, 60, 100), panel_b_alpha=(0.5, 1.0, 2.0, 3.0), t_max=3e3, n_times=25,
-                     seeds=4, teachers=3, n_test=4000)
+                     seeds=4, teachers=3, n_test=4000, plateau_teachers=6, plateau_n_times=60)

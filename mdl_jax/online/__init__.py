@@ -43,10 +43,14 @@ from mdl_jax.online.simulate import (
     Simulation as Simulation,
 )
 from mdl_jax.online.compare import (
+    Plateaus as Plateaus,
     plateau_share as plateau_share,
+    plateau_statistics as plateau_statistics,
+    plateaus as plateaus,
     summarise as summarise,
     summarise_sweep as summarise_sweep,
     teacher_student_groups as teacher_student_groups,
+    theory_only as theory_only,
     theory_vs_simulation as theory_vs_simulation,
     TheoryVsSimulation as TheoryVsSimulation,
     time_to_fraction as time_to_fraction,

@@ -69,9 +69,7 @@ def theory_vs_simulation(
     setups = teacher_student_groups(configurations, hidden=hidden, teachers=teachers, seed=seed, redraw_above=redraw_above,
                                     dtype=dtype)
     unique = list(setups)
-    ops = [jax.vmap(lambda t, s: order_parameters(s.weights(), t.weights()))(t, s) for _, t, s in setups.values()]
-    couplings = [jax.vmap(mode_coupling)(s) for _, _, s in setups.values()]
-    theory = solve_each(jax.tree.map(lambda *a: jnp.concatenate(a), *ops), jnp.concatenate(couplings), eta, ts, solver=solver)
+    theory = _theory(setups, eta, ts, solver)
     eps_sim = {}
     for d in dict.fromkeys(d for d, _ in unique):
         at_d = [c for c in unique if c[0] == d]
@@ -99,6 +97,28 @@ def theory_vs_simulation(
         out[c] = TheoryVsSimulation(setups[c][0], np.asarray(theory.eps_g[rows]), eps_sim[c], np.asarray(theory.M[rows, -1]),
                                     np.asarray(theory.num_steps[rows]))
     return [out[int(d), float(alpha)] for d, alpha in configurations]
+
+
+def _theory(setups: dict, eta: float, ts: jax.Array, solver: str):
+    """The ODE from each teacher's initial student, every group of ``setups`` in turn (rows
+    ``teachers * i`` to ``teachers * (i + 1)`` are group ``i``'s)."""
+    ops = [jax.vmap(lambda t, s: order_parameters(s.weights(), t.weights()))(t, s) for _, t, s in setups.values()]
+    couplings = [jax.vmap(mode_coupling)(s) for _, _, s in setups.values()]
+    return solve_each(jax.tree.map(lambda *a: jnp.concatenate(a), *ops), jnp.concatenate(couplings), eta, ts, solver=solver)
+
+
+def theory_only(
+    configurations: list[tuple[int, float]], ts: jax.Array, *, hidden: int, eta: float, teachers: int, seed: int = 0,
+    redraw_above: float | None = None, solver: str = "rosenbrock23", dtype=None,
+) -> list[np.ndarray]:
+    """The ODE's ``eps_g`` ``(teachers, T)`` for each ``(d, alpha)``, without simulation: the
+    teachers and initial students of :func:`theory_vs_simulation` with the same arguments (its
+    first teachers are these first teachers), for statistics over many teachers."""
+    setups = teacher_student_groups(configurations, hidden=hidden, teachers=teachers, seed=seed, redraw_above=redraw_above,
+                                    dtype=dtype)
+    eps = np.asarray(_theory(setups, eta, ts, solver).eps_g)
+    rows = {c: eps[i * teachers:(i + 1) * teachers] for i, c in enumerate(setups)}
+    return [rows[int(d), float(alpha)] for d, alpha in configurations]
 
 
 def summarise(ts: jax.Array, compared: TheoryVsSimulation) -> dict:
@@ -141,19 +161,56 @@ def summarise_sweep(ts: jax.Array, configurations: list[dict], compared: list[Th
     }
 
 
-def plateau_share(ts: jax.Array, eps: jax.Array, *, slope: float = 0.2, floor: float = 1e-6) -> float:
-    """Share of log-time (over ``ts > 0``, log-spaced) in which the error is flat:
-    ``|d ln eps / d ln t| < slope`` on each interval of the grid, weighted by its length in
-    ``ln t``, up to the first time ``eps`` falls below ``floor * eps[0]``: a learned teacher's
-    error then sits at the solver's or the test set's floor, flat or not by rounding alone."""
+class Plateaus(NamedTuple):
+    """The flat stretches of one learning curve after learning has begun (:func:`plateaus`)."""
+
+    onset: float  # the first time eps <= onset_fraction * eps_0 (the first saved time > 0 if never)
+    share: float  # share of log-time from the onset in which eps is flat
+    longest_decades: float  # the longest unbroken flat stretch from the onset, in decades of t
+
+
+def plateaus(ts: jax.Array, eps: jax.Array, *, onset_fraction: float = 0.9, slope: float = 0.2, floor: float = 1e-6) -> Plateaus:
+    """Where a learning curve is flat, on a log-spaced grid ``ts`` (over ``ts > 0``).
+
+    An interval of the grid is flat when ``|d ln eps / d ln t| < slope`` on it. Counted from
+    the onset of learning, the first time ``eps <= onset_fraction * eps[0]`` (before it, every
+    curve is flat because nothing has happened yet, which would inflate a curve that starts
+    late), up to the first time ``eps`` falls below ``floor * eps[0]`` (a learned teacher's
+    error then sits at the solver's or the test set's floor, flat or not by rounding alone).
+    """
     ts, eps = np.asarray(ts), np.asarray(eps)
     keep = ts > 0
     log_t, log_eps = np.log(ts[keep]), np.log(np.maximum(eps[keep], 1e-300))
+    started = np.nonzero(eps[keep] <= onset_fraction * float(eps[0]))[0]
+    first = max(int(started[0]) - 1, 0) if started.size else 0  # the interval in which learning began
     below = np.nonzero(eps[keep] < floor * float(eps[0]))[0]
-    intervals = len(log_t) - 1 if not below.size else max(below[0], 1)  # intervals that end at or before the floor
-    widths = np.diff(log_t)[:intervals]
-    flat = np.abs(np.diff(log_eps)[:intervals] / widths) < slope
-    return float(np.sum(widths * flat) / np.sum(widths))
+    last = len(log_t) - 1 if not below.size else max(int(below[0]), first + 1)  # intervals [first, last) end at or before the floor
+    widths = np.diff(log_t)[first:last]
+    flat = np.abs(np.diff(log_eps)[first:last] / widths) < slope
+    longest = run = 0.0
+    for width, is_flat in zip(widths, flat):
+        run = run + width if is_flat else 0.0
+        longest = max(longest, run)
+    onset = float(ts[keep][started[0]] if started.size else ts[keep][0])
+    return Plateaus(onset, float(np.sum(widths * flat) / np.sum(widths)), float(longest / np.log(10)))
+
+
+def plateau_share(ts: jax.Array, eps: jax.Array, **kwargs) -> float:
+    """:attr:`Plateaus.share` of :func:`plateaus`: the share of log-time from the onset of
+    learning in which the error is flat."""
+    return plateaus(ts, eps, **kwargs).share
+
+
+def plateau_statistics(ts: jax.Array, eps: np.ndarray, *, no_plateau_decades: float = 0.5, **kwargs) -> dict:
+    """Over teachers (``eps``: ``(teachers, T)``): the :func:`plateaus` share (median, min,
+    max), the median longest flat stretch in decades, and ``no_plateau_fraction``, the share of
+    teachers with no flat stretch longer than ``no_plateau_decades``: the chance that one
+    teacher, as in the letter, shows no plateau."""
+    found = [plateaus(ts, e, **kwargs) for e in np.asarray(eps)]
+    shares, longest = np.asarray([f.share for f in found]), np.asarray([f.longest_decades for f in found])
+    return {"teachers": len(found), "share_median": float(np.median(shares)), "share_min": float(shares.min()),
+            "share_max": float(shares.max()), "longest_flat_decades_median": float(np.median(longest)),
+            "no_plateau_fraction": float(np.mean(longest <= no_plateau_decades)), "shares": shares, "longest_flat_decades": longest}
 
 
 def time_to_fraction(ts: jax.Array, eps: jax.Array, *, fraction: float = 0.01) -> float | None:
