@@ -146,6 +146,8 @@ def _coerce(key: str, value: Any, kind) -> Any:
             if isinstance(v, (list, tuple)) and v and all(isinstance(i, int) and not isinstance(i, bool) for i in v):
                 return tuple(v)
             return scalar(v, int)
+        if typing.get_origin(t) is tuple:  # e.g. a list of pairs
+            return _coerce(key, v, t)
         if t is float and isinstance(v, int) and not isinstance(v, bool):
             return float(v)
         if not isinstance(v, t) or isinstance(v, bool) and t is not bool:

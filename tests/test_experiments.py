@@ -374,3 +374,5 @@ def test_cost_tiny(tmp_path, mnist):
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "networks").iterdir()} == stored and again["cost"] == results["cost"]
     with pytest.raises(mdl_jax.ConfigError, match="epochs=1"):
         dataclasses.replace(settings, epochs=1)
+    args = common.parser(cost.__doc__).parse_args(["--set", "least_modes=[[100,12],[800,40]]"])  # pairs from the command line
+    assert common.settings_from(args, CostSettings(), cost.QUICK).networks(800)["mdl_least"] == ("mdl", 40)
