@@ -69,36 +69,47 @@ def run(settings: Fig2Settings, data: mdl_jax.Dataset, out: Path, *, plot: bool 
     return results
 
 
+TITLES = {"a": ("(a) 784-100-100-10", "epoch", "test error"), "b": ("(b) accuracy against p", "modes p", "test accuracy (mean of last epochs)"),
+          "c": ("(c) 784-N-N-10, against each baseline", "hidden width N", "least number of modes"),
+          "d": ("(d) 784-100-100-100-10, p = 30", "layer l", "dispersion of the xi_hat^l"),
+          "e": ("(e) MDL, 7 layers of width 100", "hidden layer", "subspace overlap"),
+          "f": ("(f) baselines, 7 layers of width 100", "hidden layer", "subspace overlap")}
+
+
 def draw(results: dict):
+    """The panels the run trained (``settings["panels"]``), three to a row."""
     plt = common.pyplot()
-    fig, axes = plt.subplots(2, 3, figsize=(15, 8), constrained_layout=True)
+    letters = sorted(set(results["settings"].get("panels", "abcdef")) | ({"a", "b"} if "a_test_error" in results else set())
+                     | ({"e", "f"} if "overlap" in results else set()))
+    rows, cols = (len(letters) + 2) // 3, min(len(letters), 3)
+    fig, grid = plt.subplots(rows, cols, figsize=(5 * cols, 4 * rows), constrained_layout=True, squeeze=False)
+    axes = dict(zip(letters, grid.flat))
+    for ax in list(grid.flat)[len(letters):]:
+        ax.set_axis_off()
     baselines = results["settings"]["baselines"]
     for name, curve in results.get("a_test_error", {}).items():
-        common.band(axes[0, 0], np.arange(1, len(curve["mean"]) + 1), curve, label=LABELS.get(name, name.replace("mdl_p", "MDL p = ")))
+        common.band(axes["a"], np.arange(1, len(curve["mean"]) + 1), curve, label=LABELS.get(name, name.replace("mdl_p", "MDL p = ")))
     panel = results.get("b_accuracy_vs_p", {})
     for method in ("mdl", "mdl_1l1p") if panel else ():
         ps = sorted(panel[method], key=int)
-        common.errorbar(axes[0, 1], [int(p) for p in ps], common.stacked(panel[method][p] for p in ps), label=LABELS[method])
+        common.errorbar(axes["b"], [int(p) for p in ps], common.stacked(panel[method][p] for p in ps), label=LABELS[method])
     for b, style, marker in zip(baselines, ("--", ":"), "os"):
         if panel:
-            axes[0, 1].axhline(panel[b]["mean"], color="k", ls=style, label=LABELS[b])
+            axes["b"].axhline(panel[b]["mean"], color="k", ls=style, label=LABELS[b])
         if "least_modes" in results:
-            _draw_least_modes(axes[0, 2], results["least_modes"][b], results["least_modes_fit"][b], LABELS[b], marker)
+            _draw_least_modes(axes["c"], results["least_modes"][b], results["least_modes_fit"][b], LABELS[b], marker)
     if "d_dispersion_by_layer" in results:
-        common.errorbar(axes[1, 0], np.arange(1, len(results["d_dispersion_by_layer"]["mean"]) + 1), results["d_dispersion_by_layer"])
-    for ax, shown in ((axes[1, 1], ["mdl"]), (axes[1, 2], baselines)):
-        for method in ("mdl", *baselines) if "overlap" in results else ():
+        common.errorbar(axes["d"], np.arange(1, len(results["d_dispersion_by_layer"]["mean"]) + 1), results["d_dispersion_by_layer"])
+    for letter, shown in (("e", ["mdl"]), ("f", baselines)) if "overlap" in results else ():
+        for method in ("mdl", *baselines):
             kw = dict(yerr=None, marker=None, ls=":", color="gray") if method not in shown else {}
-            common.errorbar(ax, np.arange(1, len(results["overlap"][method]["mean"]) + 1), results["overlap"][method], label=LABELS[method], **kw)
-    common.label_axes(axes.flat, (("(a) 784-100-100-10", "epoch", "test error"), ("(b) accuracy against p", "modes p", "test accuracy (mean of last epochs)"),
-                                  ("(c) 784-N-N-10, against each baseline", "hidden width N", "least number of modes"),
-                                  ("(d) 784-100-100-100-10, p = 30", "layer l", "dispersion of the xi_hat^l"),
-                                  ("(e) MDL, 7 layers of width 100", "hidden layer", "subspace overlap"),
-                                  ("(f) baselines, 7 layers of width 100", "hidden layer", "subspace overlap")))
-    axes[0, 0].set(yscale="log"), axes[0, 2].set(xscale="log"), axes[1, 1].set(ylim=(0, 1.02)), axes[1, 2].set(ylim=(0, 1.02))
-    for ax, letters in zip(axes.flat, ("a", "b", "c", "d", "e", "f")):
-        if letters not in results["settings"].get("panels", "abcdef"):
-            ax.set_axis_off()
+            common.errorbar(axes[letter], np.arange(1, len(results["overlap"][method]["mean"]) + 1), results["overlap"][method],
+                            label=LABELS[method], **kw)
+        axes[letter].set(ylim=(0, 1.02))
+    common.label_axes(axes.values(), [TITLES[letter] for letter in axes])
+    for letter, scale in (("a", dict(yscale="log")), ("c", dict(xscale="log"))):
+        if letter in axes:
+            axes[letter].set(**scale)
     return fig
 
 
