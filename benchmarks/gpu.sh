@@ -5,7 +5,8 @@
 #
 # writes into OUT, as JSON to commit: devices.json (what ran it), throughput.json (the
 # throughput benchmark, without the CPU's NumPy baselines), cost/results.json (the cost study
-# up to N = 3200) and fig2/results.json (Fig. 2 at FIG2_ARGS, default 5 seeds x 30 epochs,
+# up to N = 3200) and fig2/results.json (Fig. 2 at FIG2_ARGS, default 5 seeds x 30 epochs and
+# panel (c) up to N = 3200,
 # stopped after FIG2_SECONDS, default 480: a stopped Fig. 2 keeps its finished grids, and
 # running the script again continues it), and steps.json (each step's seconds and exit status).
 #
@@ -20,14 +21,14 @@ py=${PYTHON:-python}
 cd "$(dirname "$0")/.."
 mkdir -p "$out"
 if [[ "$tiny" == "--tiny" ]]; then
-    throughput_args=(--n-train 1000 --timed-epochs 1 --sweep-seeds 1)
+    throughput_args=(--n-train 1000 --timed-epochs 1 --sweep-seeds 1 --max-padding 1)
     cost_args=(--quick --set 'widths=[50]' --set 'methods=["bp","mdl"]' --set n_train=1000)
     fig2_args=(--quick --set 'panels="c"' --set 'widths=[25]' --set 'width_modes=[2,5]' --set epochs=1)
     fig2_seconds=300
 else
     throughput_args=()
     cost_args=()
-    read -r -a fig2_args <<< "${FIG2_ARGS:---set seeds=5 --set epochs=30 --set lr_halving_epochs=10}"
+    read -r -a fig2_args <<< "${FIG2_ARGS:---set seeds=5 --set epochs=30 --set lr_halving_epochs=10 --set widths=[10,25,50,100,200,400,800,1600,3200]}"
     fig2_seconds=${FIG2_SECONDS:-480}
 fi
 steps=()
