@@ -133,7 +133,7 @@ def test_effective_model_tiny(tmp_path, mnist, capsys):
     )
     data = _mnist_slice(mnist, n_train=4000, n_test=500)
     with jax.enable_x64(False):
-        results = em.run(settings, data, tmp_path)
+        em.run(settings, data, tmp_path)
         saved = _written(tmp_path, "effective_model")
         assert set(saved["max_entropy"]) == {"LB", "ITR", "RB", "FULL"}
         assert set(saved["mean_abs_J"]) == set(saved["mean_abs_h"]) == {"LB", "ITR", "RB"}
@@ -345,13 +345,28 @@ def test_vs_dlrt_tiny(tmp_path, mnist):
 
 
 @pytest.mark.mnist
-def test_cost_tiny(tmp_path, mnist):
-    from experiments import cost
-    from experiments.configs.cost import CostSettings
+def test_the_gpu_script_runs_every_step_on_a_cpu_and_the_cost_study_measures_what_it_says(tmp_path, mnist_dir, mnist):
+    """benchmarks/gpu.sh --tiny (the throughput benchmark, the cost study, Fig. 2c) on this
+    machine; then the cost study's numbers against their definitions, and its resume."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
 
-    settings = CostSettings(widths=(50,), methods=("bp", "mdl"), epochs=2, n_train=2000, least_modes=((50, 5),), target_accuracy=0.6)
-    results = cost.run(settings, _mnist_slice(mnist, n_train=2000, n_test=500), tmp_path)
-    saved = _written(tmp_path, "cost")
+    from experiments import cost
+
+    root = Path(__file__).parents[1]
+    env = {**os.environ, "PYTHON": sys.executable, mdl_jax.DATA_DIR_ENV: str(Path(mnist_dir).resolve())}
+    done = subprocess.run(["bash", "benchmarks/gpu.sh", str(tmp_path), "--tiny"], cwd=root, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    read = lambda name: json.loads((tmp_path / name).read_text())
+    assert {name: step["status"] for name, step in read("steps.json").items()} == {"throughput": 0, "cost": 0, "fig2": 0}
+    assert read("devices.json")["backend"] == jax.default_backend()
+    throughput = read("throughput.json")
+    assert throughput["single_run_samples_per_s"] > 0 and "numpy_best" not in throughput  # no NumPy baselines there
+    assert set(read("fig2/results.json")["least_modes"]["bp"]) == {"25"}
+
+    saved = read("cost/results.json")  # --quick with widths [50], bp and mdl, 1000 images, least p 5, target 60 %
     assert set(saved["cost"]) == {"bp", "mdl", "mdl_least"} and set(saved["cost"]["mdl_least"]) == {"50"}
     for name, by_width in saved["cost"].items():
         for width, entry in by_width.items():
@@ -368,11 +383,17 @@ def test_cost_tiny(tmp_path, mnist):
     assert set(saved["verdict"]) == {"50"} and "mdl_least (p = 5)" in saved["verdict"]["50"]
     assert [row["product"] for row in saved["products"]["50"]["bp"]] == ["h @ W", "h^T @ dy (dW)", "dy @ W^T (dh)"]
     assert len(saved["products"]["50"]["mdl"]) == 6 and all(row["gflops_per_s"] > 0 for row in saved["products"]["50"]["mdl"])
-    stored = {p: p.stat().st_mtime_ns for p in (tmp_path / "networks").iterdir()}
+    cost.draw(saved)  # the figure draws from the file
+
+    networks = tmp_path / "cost" / "networks"
+    stored = {p: p.stat().st_mtime_ns for p in networks.iterdir()}
     assert len(stored) == 3
-    again = cost.run(settings, _mnist_slice(mnist, n_train=2000, n_test=500), tmp_path, plot=False)  # a resumed run retrains nothing
-    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "networks").iterdir()} == stored and again["cost"] == results["cost"]
+    args = common.parser(cost.__doc__).parse_args(["--quick", "--set", "widths=[50]", "--set", 'methods=["bp","mdl"]', "--set",
+                                                   "n_train=1000", "--set", "least_modes=[[50,5]]", "--set", "target_accuracy=0.6"])
+    settings = common.settings_from(args, cost.CostSettings(), cost.QUICK)
+    again = cost.run(settings, mnist, tmp_path / "cost", plot=False)  # a resumed run retrains nothing
+    assert {p: p.stat().st_mtime_ns for p in networks.iterdir()} == stored and again["cost"] == saved["cost"]
     with pytest.raises(mdl_jax.ConfigError, match="epochs=1"):
         dataclasses.replace(settings, epochs=1)
     args = common.parser(cost.__doc__).parse_args(["--set", "least_modes=[[100,12],[800,40]]"])  # pairs from the command line
-    assert common.settings_from(args, CostSettings(), cost.QUICK).networks(800)["mdl_least"] == ("mdl", 40)
+    assert common.settings_from(args, cost.CostSettings(), cost.QUICK).networks(800)["mdl_least"] == ("mdl", 40)
