@@ -3,13 +3,16 @@
 Command (full: t <= 1e5, 5 teachers x 8 seeds per configuration, d = 30-200 at alpha = 1,
 alpha = 0.5-4 at d = 100, eps_g on a fixed set of 1e5 test samples)::
 
-    python -m experiments.fig4 --out runs/fig4          # 837 s on 2 CPU cores (2026-11-26; float64 SGD: 2,014 s)
+    python -m experiments.fig4 --out runs/fig4          # 837 s on 2 CPU cores (2026-11-26; float64 SGD: 2,014 s),
+                                                        # and about 2 minutes more for panel (c)'s 24 teachers (ODE)
 
 Expected (docs/results.md): up to t = 100 the gap to the ODE is 0.009-0.294 per teacher for
-d >= 50, 0.94-2.36 seed standard errors; the plateau share at d = 100 does not fall with alpha
-(medians 0.30 / 0.22 / 0.21 / 0.43 for alpha = 0.5 / 1 / 2 / 4), and at alpha = 4 two of five
-teachers are still on a plateau at t = 1e5. Each d is stored as it finishes (``d<d>.npz``);
-``--resume`` continues a killed run from there.
+d >= 50, 0.94-2.36 seed standard errors; over 24 teachers per alpha at d = 100, the share of
+log-time flat after the onset of learning does not fall with alpha (medians 0.25 / 0.17 / 0.16
+/ 0.29 for alpha = 0.5 / 1 / 2 / 4) and alpha = 4 has the fewest teachers without a plateau
+(25 %, against 42-58 %); at alpha = 4 two of the five simulated teachers are still on a plateau
+at t = 1e5. Each d is stored as it finishes (``d<d>.npz``, ``plateau_ode.npz``); ``--resume``
+continues a killed run from there.
 
 --quick (t <= 3e3, 3 teachers x 4 seeds): about 1 minute on 2 CPU cores. ``dtype`` is the
 precision of the teachers, students and ODE, ``simulation_dtype`` that of the SGD runs (float32
