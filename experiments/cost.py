@@ -63,7 +63,7 @@ def run(settings: CostSettings, data: mdl_jax.Dataset, out: Path, *, plot: bool 
 
 def measure(s: CostSettings, data: mdl_jax.Dataset, width: int, method: str, modes: int | None, peak: float) -> dict:
     """One network trained alone for ``s.epochs`` epochs, timed epoch by epoch."""
-    sweep = mdl_jax.build_sweep((784, width, width, 10), method, modes=(modes,), seeds=range(s.seeds), learning_rates=(s.lr,),
+    sweep = mdl_jax.build_sweep((784, width, width, 10), method, modes=(modes,), seeds=(s.seed,), learning_rates=(s.lr,),
                                 lr_halving_epochs=s.lr_halving_epochs, weight_decay=s.weight_decay_of(method))
     memory = mdl_jax.step_memory(sweep.recipe, mdl_jax.select_run(sweep.runs, 0))
     stamps = [time.perf_counter()]
