@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 import mdl_jax
-from mdl_jax import ConfigError
+from mdl_jax import ConfigError, online
 
-from experiments import common, fig4
+from experiments import common, fig4, schedule
 
 
 @pytest.fixture(autouse=True)
@@ -54,6 +54,37 @@ def test_fig4_tiny(tmp_path, capsys):
         common.settings_from(args, fig4.Fig4Settings(), fig4.QUICK)
     with pytest.raises(ConfigError, match="simulation_dtype must be float32 or float64, got 'float16'"):
         dataclasses.replace(fig4.QUICK, simulation_dtype="float16")
+
+
+def test_schedule_tiny(tmp_path, capsys):
+    """The schedule study end to end at m = k = 2: the design in stored rounds, three schedules
+    through the ODE and SGD, read back whole by a second run; its letter schedule (eta = 1 in
+    every bin) simulates exactly as the plain constant rate does."""
+    settings = schedule.ScheduleSettings(alpha=2.0, hidden=2, eta=1.0, horizon=10.0, bins=3, teachers=2, design_teachers=1,
+                                         iterations=2, round_iterations=1, learning_rate=0.1, rtol=1e-6, atol=1e-9, seeds=2,
+                                         n_test=1000, n_times=8, plateau_n_times=16)
+    results = schedule.run(settings, tmp_path)
+    saved = _written(tmp_path, "schedule")
+    assert {"design_round0.npz", "design_round1.npz", "curves_designed.npz"} <= {p.name for p in tmp_path.iterdir()}
+    assert len(saved["design_history"]) == 2 and set(saved["gain"]) == {"design", "held_out"}
+    assert set(saved["verdict"]) == {"beats_constant_design", "beats_constant_held_out", "shortens_plateaus", "gradient_agrees"}
+    assert saved["gradient_check"]["agrees"] and saved["gradient_check"]["ad"] == pytest.approx(saved["gradient_check"]["fd"], rel=0.05)
+    per = results["schedules"]
+    assert per["letter"]["eta"].tolist() == [1.0] * 3 and np.ptp(per["designed"]["eta"]) > 0
+    assert per["designed"]["eps_ode_T"][0] < per["constant"]["eps_ode_T"][0]  # what it was designed for, in the ODE
+    assert set(np.asarray(results["edges"]).tolist()) <= set(np.asarray(results["ts"]).tolist())
+    capsys.readouterr()
+    again = schedule.run(settings, tmp_path, plot=False)
+    assert capsys.readouterr().out.count("reusing") == 1 + 2 + 3  # the gradient check, every design round, each schedule
+    assert again["gain"] == results["gain"]
+    (plain,) = online.theory_vs_simulation([(100, 2.0)], results["ts"], hidden=2, eta=1.0, seeds=2, n_test=1000,
+                                                   teachers=2, redraw_above=0.01, fixed_test=True, dtype=np.float64,
+                                                   simulation_dtype=np.float32)
+    geomean = np.exp(np.log(plain.eps_sim).mean(1))
+    np.testing.assert_allclose(per["letter"]["eps_sim_geomean"], geomean, rtol=1e-5)
+    np.testing.assert_allclose(per["letter"]["eps_ode"], plain.eps_ode, rtol=1e-5)  # the solver steps onto the edges: its tolerance
+    text = schedule.summary(saved)
+    assert "{" not in text and "held_out teachers (1): eps_g(T) designed / best constant: ODE" in text
 
 
 def _mnist_slice(mnist, n_train=6000, n_test=2000):
@@ -192,7 +223,7 @@ def test_effective_model_fits_agree_on_weakly_coupled_spins():
 KILLED_FIGURE = """
 import functools, os, signal, sys
 import mdl_jax
-from mdl_jax import ConfigError
+from mdl_jax import ConfigError, online
 from experiments import fig1
 kill = lambda method, epoch: os.kill(os.getpid(), signal.SIGKILL)
 mdl_jax.train_and_evaluate = functools.partial(mdl_jax.train_and_evaluate, on_checkpoint=kill)

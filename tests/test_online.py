@@ -366,11 +366,22 @@ def test_a_designed_schedule_beats_the_best_constant_rate_in_theory_and_in_simul
     steps = jnp.round(jnp.asarray(edges) * d).astype(jnp.int32)
     sim = jax.jit(lambda key, eta: online.simulate_runs(key, [(teachers, students)], eta, steps, n_test=4000)[0].eps_g[:, -1])
     final = {}
-    for name, eta in (("designed", jnp.concatenate([result.eta[:1], result.eta])),  # save i ends bin i - 1
+    for name, eta in (("designed", jnp.asarray(online.rates_per_save(edges, result.eta, edges))),
                       ("constant", jnp.full(len(edges), result.eta_constant))):
         final[name] = np.exp(np.mean(np.log(np.stack([sim(jax.random.PRNGKey(s), eta) for s in range(6)]))))
     simulated, predicted = final["designed"] / final["constant"], result.eps_designed / result.eps_constant
     assert simulated < 1 and abs(simulated - predicted) < 0.05
+    np.testing.assert_array_equal(online.rates_per_save(edges, result.eta, edges), np.concatenate([result.eta[:1], result.eta]))
+    with pytest.raises(ValueError, match="every bin edge must be a save time"):
+        online.rates_per_save(edges, result.eta, np.linspace(0, 30, 7))
+    with pytest.raises(ValueError, match="one rate per bin: 5 for 6 edges"):
+        online.rates_per_save(edges, result.eta[:3], edges)
+    more = online.design(ops, jax.vmap(online.mode_coupling)(students), edges, eta_init=1.0, steps=1, learning_rate=0.1,
+                         start=result)  # a design continued from another: its history first
+    assert more.history.shape == (21, 2) and np.array_equal(more.history[:20], result.history)
+    assert more.eps_designed <= result.eps_designed * 1.01
+    with pytest.raises(ValueError, match="start is a design for other edges"):
+        online.design(ops, jax.vmap(online.mode_coupling)(students), edges[:-1], eta_init=1.0, steps=1, start=result)
     with pytest.raises(ValueError, match="a schedule eta"):
         online.solve_ode(jax.tree.map(lambda a: a[0], ops), online.mode_coupling(jax.tree.map(lambda a: a[0], students)),
                          jnp.ones(3), edges)

@@ -64,5 +64,7 @@ from mdl_jax.online.fit import (
 from mdl_jax.online.design import (
     Design as Design,
     design as design,
+    rates_per_save as rates_per_save,
+    gradient_check as gradient_check,
     schedule_edges as schedule_edges,
 )

@@ -3,6 +3,7 @@ summaries of Fig. 4 (gaps, plateau shares, times to a fraction of the initial er
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import jax
@@ -10,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mdl_jax.online.committee import Committee, init_teacher_student, mode_coupling, modes_for_load, order_parameters
+from mdl_jax.online.design import rates_per_save
 from mdl_jax.online.ode import solve_each
 from mdl_jax.online.simulate import _shard_seeds, simulate_runs
 
@@ -44,7 +46,7 @@ def teacher_student_groups(
 def theory_vs_simulation(
     configurations: list[tuple[int, float]], ts: jax.Array, *, hidden: int, eta: float, seeds: int, n_test: int,
     teachers: int = 1, seed: int = 0, redraw_above: float | None = None, fixed_test: bool = False,
-    common_inputs: bool = True, solver: str = "rosenbrock23", dtype=None, simulation_dtype=None,
+    common_inputs: bool = True, solver: str = "rosenbrock23", dtype=None, simulation_dtype=None, eta_edges=None,
 ) -> list[TheoryVsSimulation]:
     """The mean-field ODE against online SGD for each ``(d, alpha)`` of ``configurations``.
 
@@ -65,31 +67,30 @@ def theory_vs_simulation(
     A configuration listed twice (one point of both panels) is computed once. Teachers,
     students and the ODE are in ``dtype``; the SGD runs (inputs, patterns, ``eps_g``) in
     ``simulation_dtype`` (default: ``dtype``), from the same teachers and initial students.
+
+    ``eta`` is one rate, or with ``eta_edges`` a piecewise-constant schedule
+    (:func:`~mdl_jax.online.solve_ode`): the ODE steps onto its edges, and the simulation takes
+    it per save (:func:`~mdl_jax.online.rates_per_save`: every edge must be one of ``ts``).
     """
     setups = teacher_student_groups(configurations, hidden=hidden, teachers=teachers, seed=seed, redraw_above=redraw_above,
                                     dtype=dtype)
     unique = list(setups)
-    theory = _theory(setups, eta, ts, solver)
+    theory = _theory(setups, eta, ts, solver, eta_edges)
+    rate = eta if eta_edges is None else jnp.asarray(rates_per_save(eta_edges, eta, ts))
     eps_sim = {}
     for d in dict.fromkeys(d for d, _ in unique):
         at_d = [c for c in unique if c[0] == d]
         groups = jax.tree.map(lambda a: a.astype(simulation_dtype or a.dtype), [setups[c][1:] for c in at_d])
         base = jax.random.fold_in(jax.random.PRNGKey(seed + 1), d)
         steps = jnp.round(ts * d).astype(jnp.int32)
-
-        def simulate(key, groups, test_key):
-            return [o.eps_g for o in simulate_runs(key, groups, eta, steps, n_test=n_test, test_key=test_key if fixed_test else None)]
-
+        options = dict(rate=jnp.asarray(rate), steps=steps, n_test=n_test, fixed_test=fixed_test)
         if common_inputs:
-            per_seed = jax.jit(jax.vmap(simulate, in_axes=(0, None, None)))
-            out = per_seed(_shard_seeds(jax.random.split(base, seeds)), groups, jax.random.fold_in(base, seeds))
+            out = _per_seed(_shard_seeds(jax.random.split(base, seeds)), groups, jax.random.fold_in(base, seeds), **options)
             eps = [np.swapaxes(np.asarray(e, np.float64), 0, 1) for e in out]  # (teachers, seeds, T)
         else:
-            alone = lambda key, groups, test_key: simulate(key, jax.tree.map(lambda a: a[None], groups), test_key)
-            per_teacher = jax.jit(jax.vmap(jax.vmap(alone, in_axes=(0, None, None))))
             keys = jnp.stack([jax.random.split(jax.random.fold_in(base, j), seeds) for j in range(teachers)])
             test_keys = jnp.stack([jax.random.fold_in(jax.random.fold_in(base, j), seeds) for j in range(teachers)])
-            eps = [np.asarray(e, np.float64)[:, :, 0] for e in per_teacher(_shard_seeds(keys, 1), groups, test_keys)]
+            eps = [np.asarray(e, np.float64)[:, :, 0] for e in _per_teacher(_shard_seeds(keys, 1), groups, test_keys, **options)]
         eps_sim.update(zip(at_d, eps))
     out = {}
     for index, c in enumerate(setups):
@@ -99,24 +100,44 @@ def theory_vs_simulation(
     return [out[int(d), float(alpha)] for d, alpha in configurations]
 
 
-def _theory(setups: dict, eta: float, ts: jax.Array, solver: str):
+def _simulate(key, groups, test_key, rate, steps, n_test: int, fixed_test: bool) -> list[jax.Array]:
+    return [o.eps_g for o in simulate_runs(key, groups, rate, steps, n_test=n_test, test_key=test_key if fixed_test else None)]
+
+
+@functools.partial(jax.jit, static_argnames=("n_test", "fixed_test"))  # compiled once per shape: several schedules reuse it
+def _per_seed(keys, groups, test_key, rate, steps, n_test: int, fixed_test: bool) -> list[jax.Array]:
+    return jax.vmap(lambda key: _simulate(key, groups, test_key, rate, steps, n_test, fixed_test))(keys)
+
+
+@functools.partial(jax.jit, static_argnames=("n_test", "fixed_test"))
+def _per_teacher(keys, groups, test_keys, rate, steps, n_test: int, fixed_test: bool) -> list[jax.Array]:
+    def teacher(keys, group, test_key):
+        alone = jax.tree.map(lambda a: a[None], group)
+        return jax.vmap(lambda key: _simulate(key, alone, test_key, rate, steps, n_test, fixed_test))(keys)
+
+    return jax.vmap(teacher)(keys, groups, test_keys)
+
+
+def _theory(setups: dict, eta, ts: jax.Array, solver: str, eta_edges=None):
     """The ODE from each teacher's initial student, every group of ``setups`` in turn (rows
     ``teachers * i`` to ``teachers * (i + 1)`` are group ``i``'s)."""
     ops = [jax.vmap(lambda t, s: order_parameters(s.weights(), t.weights()))(t, s) for _, t, s in setups.values()]
     couplings = [jax.vmap(mode_coupling)(s) for _, _, s in setups.values()]
-    return solve_each(jax.tree.map(lambda *a: jnp.concatenate(a), *ops), jnp.concatenate(couplings), eta, ts, solver=solver)
+    return solve_each(jax.tree.map(lambda *a: jnp.concatenate(a), *ops), jnp.concatenate(couplings), eta, ts, eta_edges=eta_edges,
+                      solver=solver)
 
 
 def theory_only(
     configurations: list[tuple[int, float]], ts: jax.Array, *, hidden: int, eta: float, teachers: int, seed: int = 0,
-    redraw_above: float | None = None, solver: str = "rosenbrock23", dtype=None,
+    redraw_above: float | None = None, solver: str = "rosenbrock23", dtype=None, eta_edges=None,
 ) -> list[np.ndarray]:
     """The ODE's ``eps_g`` ``(teachers, T)`` for each ``(d, alpha)``, without simulation: the
     teachers and initial students of :func:`theory_vs_simulation` with the same arguments (its
-    first teachers are these first teachers), for statistics over many teachers."""
+    first teachers are these first teachers), for statistics over many teachers; ``eta`` and
+    ``eta_edges`` as there."""
     setups = teacher_student_groups(configurations, hidden=hidden, teachers=teachers, seed=seed, redraw_above=redraw_above,
                                     dtype=dtype)
-    eps = np.asarray(_theory(setups, eta, ts, solver).eps_g)
+    eps = np.asarray(_theory(setups, eta, ts, solver, eta_edges).eps_g)
     rows = {c: eps[i * teachers:(i + 1) * teachers] for i, c in enumerate(setups)}
     return [rows[int(d), float(alpha)] for d, alpha in configurations]
 

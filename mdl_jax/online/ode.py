@@ -192,18 +192,21 @@ def solve_ode(
 
 @functools.lru_cache(maxsize=None)
 def _compiled_solve(options: tuple) -> Callable:
-    """:func:`solve_ode` jitted once per set of keyword options (``eta`` and ``ts`` traced)."""
-    return jax.jit(lambda op0, a, eta, ts: solve_ode(op0, a, eta, ts, **dict(options)))
+    """:func:`solve_ode` jitted once per set of keyword options (``eta``, ``ts`` and ``eta_edges`` traced)."""
+    return jax.jit(lambda op0, a, eta, ts, eta_edges: solve_ode(op0, a, eta, ts, eta_edges=eta_edges, **dict(options)))
 
 
-def solve_each(op0: OrderParameters, A: jax.Array, eta: float, ts: jax.Array, **solve_kwargs) -> OdeSolution:
+def solve_each(op0: OrderParameters, A: jax.Array, eta: float | jax.Array, ts: jax.Array, *, eta_edges: jax.Array | None = None,
+               **solve_kwargs) -> OdeSolution:
     """:func:`solve_ode` for each of a batch of initial conditions (leading axis), one at a time
     through one compiled solve, spread round-robin over the local devices (one CPU device per
     core solves its share in parallel). A vmapped adaptive solve would advance every member in
-    lockstep at the pace of the stiffest, costing the batch size times its steps."""
+    lockstep at the pace of the stiffest, costing the batch size times its steps. ``eta`` and
+    ``eta_edges``: a rate, or a schedule, as :func:`solve_ode` takes them."""
     solve = _compiled_solve(tuple(sorted(solve_kwargs.items())))
     devices = jax.local_devices()
     eta, ts = jnp.asarray(eta, A.dtype), jnp.asarray(ts)
-    solutions = [solve(*jax.device_put(jax.tree.map(lambda x: x[i], (op0, A)) + (eta, ts), devices[i % len(devices)]))
+    edges = None if eta_edges is None else jnp.asarray(eta_edges, A.dtype)
+    solutions = [solve(*jax.device_put(jax.tree.map(lambda x: x[i], (op0, A)) + (eta, ts, edges), devices[i % len(devices)]))
                  for i in range(A.shape[0])]  # dispatched asynchronously, gathered below
     return jax.tree.map(lambda *leaves: jnp.stack([jax.device_get(x) for x in leaves]), *solutions)
