@@ -28,7 +28,7 @@ from experiments.configs.schedule import QUICK, ScheduleSettings
 
 SCHEDULES = ("letter", "constant", "designed")  # eta = settings.eta throughout; the best constant; the designed schedule
 _DESIGN_KEYS = ("d", "alpha", "hidden", "eta", "horizon", "bins", "t_first", "design_teachers", "round_iterations", "learning_rate",
-                "eta_min", "eta_max", "solver", "rtol", "atol", "seed", "redraw_student")
+                "eta_min", "eta_max", "solver", "rtol", "atol", "max_steps", "seed", "redraw_student")
 
 
 def teachers(s: ScheduleSettings):
@@ -53,7 +53,8 @@ def design_in_rounds(s: ScheduleSettings, ops, couplings, edges, out: Path) -> o
                   f"of {s.iterations} ...", flush=True)
             begun = time.perf_counter()
             new = online.design(*first, edges, eta_init=s.eta, eta_min=s.eta_min, eta_max=s.eta_max, steps=steps,
-                                learning_rate=s.learning_rate, solver=s.solver, rtol=s.rtol, atol=s.atol, start=start)
+                                learning_rate=s.learning_rate, solver=s.solver, rtol=s.rtol, atol=s.atol, max_steps=s.max_steps,
+                                start=start)
             print(f"schedule: eps_g(T) designed {new.eps_designed:.3g}, best constant {new.eps_constant:.3g} "
                   f"(eta = {new.eta_constant:.3g}), {time.perf_counter() - begun:.0f} s", flush=True)
             return {k: np.asarray(v) for k, v in new._asdict().items()}
@@ -67,7 +68,8 @@ def design_in_rounds(s: ScheduleSettings, ops, couplings, edges, out: Path) -> o
 def gradient_at_start(s: ScheduleSettings, ops, couplings, edges) -> dict:
     print("schedule: the design's gradient at the start against finite differences ...", flush=True)
     first = jax.tree.map(lambda a: a[:s.design_teachers], (ops, couplings))
-    found = online.gradient_check(*first, edges, np.full(s.bins, s.eta), solver=s.solver, rtol=s.rtol, atol=s.atol)
+    found = online.gradient_check(*first, edges, np.full(s.bins, s.eta), solver=s.solver, rtol=s.rtol, atol=s.atol,
+                                   max_steps=s.max_steps)
     print(f"schedule: d mean log eps_g(T) / d log eta: {found['ad']:.4g} (gradient), {found['fd']:.4g} (finite difference)",
           flush=True)
     return {k: np.asarray(v) for k, v in found.items()}

@@ -57,6 +57,7 @@ class ScheduleSettings:
     solver: str = "tsit5"
     rtol: float = 1e-10
     atol: float = 1e-13
+    max_steps: int = 16_384  # of one solve (larger rates take more steps: at eta near 8, more than 4,096)
     gradient_tolerance: float = 0.1  # the design's gradient agrees with finite differences within this share
     seeds: int = 8  # SGD runs per teacher and schedule; seed s has one input stream for all of them
     n_test: int = 10_000  # one fixed test set
