@@ -4,7 +4,7 @@ best constant rate, in theory and in simulation: does it shorten Fig. 4's platea
     python -m experiments.schedule [--quick] [--out DIR] [--set KEY=VALUE] [--resume]
 
 (a) the schedules; (b) eps_g(t), ODE lines and SGD markers (geometric means over teachers and
-seeds), the held-out teachers dashed; (c) each teacher's eps_g at the horizon, designed over
+seeds; the ODE's below 1e-12, its rounding floor, drawn at it), the held-out teachers dashed; (c) each teacher's eps_g at the horizon, designed over
 best constant, ODE against SGD; (d) each teacher's longest flat stretch after the onset of
 learning under both. Settings, rules of the verdicts and wall times:
 experiments/configs/schedule.py.
@@ -26,6 +26,9 @@ from mdl_jax import online
 from experiments import common
 from experiments.configs.schedule import QUICK, ScheduleSettings
 
+# Below this the ODE's eps_g is rounding, at Fig. 4's solver tolerances (it can come out negative):
+# logs and ratios of the ODE's errors are taken of max(eps_g, EPS_FLOOR).
+EPS_FLOOR = 1e-12
 SCHEDULES = ("letter", "constant", "designed")  # eta = settings.eta throughout; the best constant; the designed schedule
 _DESIGN_KEYS = ("d", "alpha", "hidden", "eta", "horizon", "bins", "t_first", "design_teachers", "round_iterations", "learning_rate",
                 "eta_min", "eta_max", "solver", "rtol", "atol", "max_steps", "seed", "redraw_student")
@@ -140,16 +143,19 @@ def summarise(s: ScheduleSettings, p: int, edges, found: online.Design, rates: d
             continue
         per_seed = log_ratio[rows].mean(0)
         mean, stderr = float(per_seed.mean()), float(per_seed.std(ddof=1) / math.sqrt(len(per_seed)))
-        ode = float(np.mean(np.log(per["designed"]["eps_ode_T"][rows]) - np.log(per["constant"]["eps_ode_T"][rows])))
+        floored = {name: np.maximum(per[name]["eps_ode_T"][rows], EPS_FLOOR) for name in ("designed", "constant")}
+        ode = float(np.mean(np.log(floored["designed"]) - np.log(floored["constant"])))
         gain[label] = {"teachers": rows.stop - rows.start, "sim_log_ratio": mean, "sim_log_ratio_stderr": stderr,
                        "sim_ratio": math.exp(mean), "ode_ratio": math.exp(ode),
                        "beats_constant": bool(mean < -s.gain_stderrs * stderr)}
     longest = {name: float(np.median(per[name]["longest_flat_decades"])) for name in SCHEDULES}
+    learned = {name: sum(t is not None for t in per[name]["time_to_eps0_over_100"]) for name in SCHEDULES}
     verdict = {f"beats_constant_{label}": g["beats_constant"] for label, g in gain.items()}
     verdict["shortens_plateaus"] = bool(longest["designed"] <= longest["constant"] - s.shorter_decades)
     return {"settings": dataclasses.asdict(s), "p": p, "edges": edges, "ts": saves, "ts_fine": fine, "design_history": found.history,
             "design_eps_T": {"designed": found.eps_designed, "constant": found.eps_constant}, "schedules": per, "gain": gain,
-            "median_longest_flat_decades": longest, "verdict": verdict}
+            "median_longest_flat_decades": longest, "learned_by_horizon": learned,
+            "verdict": verdict}
 
 
 def draw(results: dict):
@@ -169,7 +175,7 @@ def draw(results: dict):
     ax.legend(fontsize=8)
     ax = axes[1]
     for name in SCHEDULES:
-        ode, sim = np.asarray(per[name]["eps_ode"]), np.asarray(per[name]["eps_sim_geomean"])
+        ode, sim = np.maximum(np.asarray(per[name]["eps_ode"]), EPS_FLOOR), np.asarray(per[name]["eps_sim_geomean"])
         for rows, ls in ((design, "-"), (held, "--")):
             if rows.start < rows.stop:
                 ax.plot(ts[1:], np.exp(np.log(ode[rows, 1:]).mean(0)), color=colors[name], ls=ls, lw=1.5)
@@ -181,7 +187,7 @@ def draw(results: dict):
     ax.legend(fontsize=8, loc="lower left")
     ax = axes[2]
     x = np.arange(s["teachers"])
-    ode = np.log10(np.asarray(per["designed"]["eps_ode_T"]) / np.asarray(per["constant"]["eps_ode_T"]))
+    ode = np.log10(np.maximum(per["designed"]["eps_ode_T"], EPS_FLOOR) / np.maximum(per["constant"]["eps_ode_T"], EPS_FLOOR))
     sim = np.log10(np.asarray(per["designed"]["eps_sim_T_geomean"]) / np.asarray(per["constant"]["eps_sim_T_geomean"]))
     ax.bar(x - 0.2, ode, 0.4, color="C3", alpha=0.5, label="ODE")
     ax.bar(x + 0.2, sim, 0.4, color="C3", label="SGD (geometric mean over seeds)")
@@ -218,6 +224,8 @@ def summary(results: dict) -> str:
                      f"SGD {g['sim_ratio']:.3f} (log ratio {g['sim_log_ratio']:+.3f} +- {g['sim_log_ratio_stderr']:.3f})")
     lines.append("median longest flat stretch (ODE): " + ", ".join(
         f"{name} {v:.2f}" for name, v in results["median_longest_flat_decades"].items()) + f" decades (horizon {s['horizon']:g})")
+    lines.append("teachers at eps_0 / 100 by the horizon (ODE): " + ", ".join(f"{name} {n}" for name, n in results["learned_by_horizon"].items())
+                 + f" of {s['teachers']}")
     check = results["gradient_check"]
     lines.append(f"design gradient at the start, d mean log eps_g(T) / d log eta: {check['ad']:.4g}, finite difference "
                  f"{check['fd']:.4g} ({'agrees' if check['agrees'] else 'DOES NOT AGREE'})")

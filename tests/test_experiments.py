@@ -67,6 +67,7 @@ def test_schedule_tiny(tmp_path, capsys):
     saved = _written(tmp_path, "schedule")
     assert {"design_round0.npz", "design_round1.npz", "curves_designed.npz"} <= {p.name for p in tmp_path.iterdir()}
     assert len(saved["design_history"]) == 2 and set(saved["gain"]) == {"design", "held_out"}
+    assert set(saved["learned_by_horizon"]) == set(schedule.SCHEDULES)
     assert set(saved["verdict"]) == {"beats_constant_design", "beats_constant_held_out", "shortens_plateaus", "gradient_agrees"}
     assert saved["gradient_check"]["agrees"] and saved["gradient_check"]["ad"] == pytest.approx(saved["gradient_check"]["fd"], rel=0.05)
     per = results["schedules"]
