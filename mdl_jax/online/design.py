@@ -121,13 +121,14 @@ def design(
 
 
 def gradient_check(
-    op0: OrderParameters, A: jax.Array, edges, eta, *, h: float = 1e-2, solver: str = "tsit5", rtol: float = 1e-10,
-    atol: float = 1e-13, max_steps: int = 4096,
+    op0: OrderParameters, A: jax.Array, edges, eta, *, h: float = 1e-2, solver: str = "tsit5", rtol: float = 1e-6,
+    atol: float = 1e-9, max_steps: int = 4096,
 ) -> dict:
     """:func:`design`'s gradient against a central finite difference, along the direction that
     scales every bin's rate of the schedule ``eta`` at once: ``{"ad": ..., "fd": ...}``, the
     derivative of the objective (mean ``log eps_g(T)``) in ``log eta``. Three solves with
-    gradients: affordable once per study, and what tells whether ``rtol`` is tight enough."""
+    gradients: affordable once per study, and what tells whether ``rtol`` is tight enough.
+    The solver settings default to :func:`design`'s: pass the ones the design uses."""
     edges = jnp.asarray(edges, op0.Q.dtype)
     fn = _objective(solver, rtol, atol, max_steps, -math.inf, math.inf, op0.Q.ndim == 3)
     at = lambda shift: fn({"schedule": jnp.log(jnp.asarray(eta, op0.Q.dtype)) + shift,
