@@ -30,8 +30,9 @@ from experiments.configs.schedule import QUICK, ScheduleSettings
 # logs and ratios of the ODE's errors are taken of max(eps_g, EPS_FLOOR).
 EPS_FLOOR = 1e-12
 SCHEDULES = ("letter", "constant", "designed")  # eta = settings.eta throughout; the best constant; the designed schedule
-_DESIGN_KEYS = ("d", "alpha", "hidden", "eta", "horizon", "bins", "t_first", "design_teachers", "round_iterations", "learning_rate",
-                "eta_min", "eta_max", "solver", "rtol", "atol", "max_steps", "seed", "redraw_student")
+_OBJECTIVE_KEYS = ("d", "alpha", "hidden", "eta", "horizon", "bins", "t_first", "design_teachers", "solver", "rtol", "atol",
+                   "max_steps", "seed", "redraw_student")  # what the design's objective and its gradient check depend on
+_DESIGN_KEYS = _OBJECTIVE_KEYS + ("round_iterations", "learning_rate", "eta_min", "eta_max")
 
 
 def teachers(s: ScheduleSettings):
@@ -81,8 +82,8 @@ def gradient_at_start(s: ScheduleSettings, ops, couplings, edges) -> dict:
 def save_times(s: ScheduleSettings, edges: np.ndarray, n: int) -> np.ndarray:
     """``n`` log-spaced times up to the horizon, from 0, with every bin edge among them."""
     grid = np.asarray(online.log_times(s.horizon, n, t_min=s.t_min))
-    apart = np.abs(np.log(np.maximum(grid, 1e-300))[:, None] - np.log(np.maximum(edges, 1e-300))[None]).min(1) > 1e-9
-    return np.unique(np.concatenate([grid[apart & (grid > 0)], edges]))  # the edges exactly, 0 among them
+    on_an_edge = np.isclose(grid[:, None], edges[None], rtol=1e-9, atol=0).any(1)
+    return np.unique(np.concatenate([grid[~on_an_edge], edges]))  # the edges exactly, 0 among them
 
 
 def run(settings: ScheduleSettings, out: Path, *, plot: bool = True) -> dict:
@@ -90,7 +91,7 @@ def run(settings: ScheduleSettings, out: Path, *, plot: bool = True) -> dict:
     edges = online.schedule_edges(s.horizon, s.bins, t_first=s.t_first)
     with jax.enable_x64(True):
         p, ops, couplings = teachers(s)
-        check = common.cached(out / "gradient_check.npz", {k: getattr(s, k) for k in _DESIGN_KEYS},
+        check = common.cached(out / "gradient_check.npz", {k: getattr(s, k) for k in _OBJECTIVE_KEYS},
                               lambda: gradient_at_start(s, ops, couplings, edges))
         found = design_in_rounds(s, ops, couplings, edges, out)
         rates = {"letter": np.full(s.bins, s.eta), "constant": np.full(s.bins, found.eta_constant), "designed": found.eta}
