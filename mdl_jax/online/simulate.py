@@ -64,22 +64,31 @@ class _SideBySide(NamedTuple):
                 for (lo, hi, r, p), c in zip(self.slices(), self.couplings)]
 
     def chunk_step(self, xi_hat: jax.Array, inputs) -> tuple[jax.Array, None]:
-        """SGD on the samples of one chunk, one at a time, touching ``chunk x P`` numbers per
-        sample: with ``H = X xi_hat`` and ``G = X X^T``, the field of sample ``i`` after the
-        updates ``xi_hat -= x_j u_j^T`` of the samples ``j < i`` is ``H_i - sum_j G_ij u_j``;
-        the patterns are updated once, ``xi_hat -= X^T U``. Inactive samples take no step."""
+        """SGD on the samples of one chunk, one at a time, in the space of the fields.
+
+        With ``G = X X^T`` and ``K_r = c_r c_r^T`` (``m x m`` per run), the fields of sample
+        ``i`` after the updates ``xi_hat_r -= (eta/m) x_j delta_jr^T c_r`` of the samples
+        ``j < i`` are ``lambda_ir = lambda0_ir - (eta/m) K_r sum_j G_ij delta_jr``, where
+        ``delta_jr = e_jr g'(lambda_jr)`` has ``m`` numbers per run whatever its modes. So
+        each sample touches ``chunk x runs x m`` numbers in one loop for every mode count, and
+        the patterns are updated once, ``xi_hat -= X^T U`` with ``U_r = (eta/m) delta_r c_r``.
+        Inactive samples take no step."""
         x, y, active = inputs  # (chunk, d), (chunk, all runs), (chunk,)
-        h0, gram = x @ xi_hat, x @ x.T
-        m = self.couplings[0].shape[1]
+        lam0 = jnp.concatenate(self.fields(x @ xi_hat), axis=1)  # (chunk, runs, m)
+        gram, m = x @ x.T, lam0.shape[-1]
+        kernel = (self.eta / m) * jnp.concatenate([jnp.einsum("rmp,rnp->rmn", c, c) for c in self.couplings])  # (runs, m, m)
 
-        def sample(i, u):  # u: (chunk, P), the steps of the samples before i (zero after)
-            lambdas = self.fields(h0[i] - gram[i] @ u)
-            errors = jnp.concatenate([jnp.mean(g(lam), axis=1) for lam in lambdas]) - y[i]
-            step = jnp.concatenate([jnp.einsum("rm,rmp->rp", e[:, None] * g_prime(lam), c).reshape(-1) for lam, e, c in
-                                    zip(lambdas, jnp.split(errors, np.cumsum(self.runs)[:-1]), self.couplings)])
-            return u.at[i].set(jnp.where(active[i], (self.eta / m) * step, 0.0))
+        def sample(i, delta):  # (chunk, runs, m): delta of the samples before i, zero from i on
+            seen = jnp.einsum("j,jrm->rm", gram[i], delta)
+            lam = lam0[i] - sum(kernel[:, :, b] * seen[:, None, b] for b in range(m))  # K seen, written out: no kernel call
+            errors = jnp.mean(g(lam), axis=1) - y[i]
+            return delta.at[i].set(jnp.where(active[i], errors[:, None] * g_prime(lam), 0.0))
 
-        u = jax.lax.fori_loop(0, x.shape[0], sample, jnp.zeros((x.shape[0], xi_hat.shape[1]), xi_hat.dtype), unroll=True)
+        # A rolled loop: unrolled, XLA:CPU fuses across samples and recomputes (slower, and slow to compile).
+        delta = jax.lax.fori_loop(0, x.shape[0], sample, jnp.zeros_like(lam0))
+        edges = np.cumsum([0] + self.runs)
+        u = jnp.concatenate([(self.eta / m) * jnp.einsum("jrm,rmp->jrp", delta[:, lo:hi], c).reshape(x.shape[0], -1)
+                             for lo, hi, c in zip(edges[:-1], edges[1:], self.couplings)], axis=1)
         return xi_hat - x.T @ u, None
 
     def test_error(self, xi_hat: jax.Array, x: jax.Array, y: jax.Array) -> jax.Array:
