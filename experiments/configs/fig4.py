@@ -6,7 +6,7 @@ alpha = 0.5-4 at d = 100, eps_g on a fixed set of 1e5 test samples)::
     python -m experiments.fig4 --out runs/fig4          # 730 s on 2 CPU cores with panel (c)'s 24 teachers per alpha
                                                         # (ODE, 194 s of it; 2026-12-06)
 
-Expected (docs/results.md): up to t = 100 the gap to the ODE is 0.009-0.294 per teacher for
+Expected (docs/results.md): up to t = 100 the gap to the ODE is 0.009-0.295 per teacher for
 d >= 50, 0.94-2.36 seed standard errors; over 24 teachers per alpha at d = 100, the share of
 log-time flat after the onset of learning does not fall with alpha (medians 0.25 / 0.17 / 0.16
 / 0.29 for alpha = 0.5 / 1 / 2 / 4) and alpha = 4 has the fewest teachers without a plateau

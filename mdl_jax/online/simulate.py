@@ -38,6 +38,7 @@ class _SideBySide(NamedTuple):
 
     w_teacher: jax.Array  # (all runs x k, d), over sqrt d
     couplings: list[jax.Array]  # per group (runs, m, p): lambda = coupling @ xi_hat^T x
+    kernel: jax.Array  # (all runs, m, m): K = c c^T of each run's coupling, fixed while xi_hat learns
     runs: list[int]
     modes: list[int]
     eta: jax.Array
@@ -47,7 +48,8 @@ class _SideBySide(NamedTuple):
         d = groups[0][1].xi_hat.shape[1]
         w_teacher = jnp.concatenate([jax.vmap(Committee.weights)(t).reshape(-1, d) for t, _ in groups]) / math.sqrt(d)
         couplings = [s.xi * s.sigma[:, None, :] / math.sqrt(d) for _, s in groups]
-        return cls(w_teacher, couplings, [c.shape[0] for c in couplings], [c.shape[2] for c in couplings],
+        kernel = jnp.concatenate([jnp.einsum("rmp,rnp->rmn", c, c) for c in couplings])
+        return cls(w_teacher, couplings, kernel, [c.shape[0] for c in couplings], [c.shape[2] for c in couplings],
                    jnp.asarray(eta, w_teacher.dtype))
 
     def slices(self):
@@ -76,7 +78,8 @@ class _SideBySide(NamedTuple):
         x, y, active = inputs  # (chunk, d), (chunk, all runs), (chunk,)
         lam0 = jnp.concatenate(self.fields(x @ xi_hat), axis=1)  # (chunk, runs, m)
         gram, m = x @ x.T, lam0.shape[-1]
-        kernel = (self.eta / m) * jnp.concatenate([jnp.einsum("rmp,rnp->rmn", c, c) for c in self.couplings])  # (runs, m, m)
+        rate = self.eta / m
+        kernel = rate * self.kernel  # (runs, m, m)
 
         def sample(i, delta):  # (chunk, runs, m): delta of the samples before i, zero from i on
             seen = jnp.einsum("j,jrm->rm", gram[i], delta)
@@ -87,7 +90,7 @@ class _SideBySide(NamedTuple):
         # A rolled loop: unrolled, XLA:CPU fuses across samples and recomputes (slower, and slow to compile).
         delta = jax.lax.fori_loop(0, x.shape[0], sample, jnp.zeros_like(lam0))
         edges = np.cumsum([0] + self.runs)
-        u = jnp.concatenate([(self.eta / m) * jnp.einsum("jrm,rmp->jrp", delta[:, lo:hi], c).reshape(x.shape[0], -1)
+        u = jnp.concatenate([rate * jnp.einsum("jrm,rmp->jrp", delta[:, lo:hi], c).reshape(x.shape[0], -1)
                              for lo, hi, c in zip(edges[:-1], edges[1:], self.couplings)], axis=1)
         return xi_hat - x.T @ u, None
 
