@@ -224,7 +224,6 @@ def test_effective_model_fits_agree_on_weakly_coupled_spins():
 KILLED_FIGURE = """
 import functools, os, signal, sys
 import mdl_jax
-from mdl_jax import ConfigError, online
 from experiments import fig1
 kill = lambda method, epoch: os.kill(os.getpid(), signal.SIGKILL)
 mdl_jax.train_and_evaluate = functools.partial(mdl_jax.train_and_evaluate, on_checkpoint=kill)
@@ -232,33 +231,37 @@ fig1.main(sys.argv[1:])
 """
 
 
-def test_a_killed_figure_run_resumes_to_the_uninterrupted_results(tmp_path):
+def test_a_killed_figure_run_resumes_to_the_uninterrupted_results(tmp_path, capsys):
+    """The run killed by SIGKILL is a process of its own; the uninterrupted run, the refused
+    restart, the resumed run and the finished one run here, as the same command line."""
     import os
     import subprocess
     import sys
     from pathlib import Path
 
-    root = Path(__file__).parents[1]
+    from experiments import fig1
+
     args = ["--set", "seeds=2", "--set", "epochs=3", "--set", "n_train=2000", "--set", "n_test=500",
             "--set", "batch_size=50", "--set", "lr=0.01", "--set", "shown_points=50"]
-    run = lambda *extra, code=None: subprocess.run(
-        [sys.executable, *(["-c", code] if code else ["-m", "experiments.fig1"]), *args, *extra],
-        capture_output=True, text=True, timeout=600, cwd=root, env={**os.environ, "JAX_PLATFORMS": "cpu"})
-    full = run("--out", str(tmp_path / "full"))
-    assert full.returncode == 0, full.stderr[-3000:]
-    killed = run("--out", str(tmp_path / "killed"), code=KILLED_FIGURE)
-    assert killed.returncode == -9 and not (tmp_path / "killed" / "results.json").exists()
-    refused = run("--out", str(tmp_path / "killed"))
-    assert refused.returncode != 0 and "pass --resume" in refused.stderr
-    resumed = run("--out", str(tmp_path / "killed"), "--resume")
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "mdl epoch 1/3" not in resumed.stderr and "mdl epoch 3/3" in resumed.stderr
+
+    def run(out, *extra):  # the command, in this process (as a subprocess would run it: JAX's default float32)
+        with jax.enable_x64(False):
+            fig1.main([*args, "--out", str(tmp_path / out), *extra])
+        return capsys.readouterr()
+
+    run("full")
+    killed = subprocess.run([sys.executable, "-c", KILLED_FIGURE, *args, "--out", str(tmp_path / "killed")], capture_output=True,
+                            text=True, timeout=600, cwd=Path(__file__).parents[1], env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    assert killed.returncode == -9 and not (tmp_path / "killed" / "results.json").exists(), killed.stderr[-3000:]
+    with pytest.raises(SystemExit, match="pass --resume"):
+        run("killed")
+    resumed = run("killed", "--resume").err
+    assert "mdl epoch 1/3" not in resumed and "mdl epoch 3/3" in resumed
     numbers = lambda d: {k: v for k, v in json.loads((tmp_path / d / "results.json").read_text()).items() if k != "wall_time_s"}
     assert numbers("full") == numbers("killed")
     grid = tmp_path / "killed" / "runs" / "mdl"
     before = {p: p.read_bytes() for p in (grid / "metrics.jsonl", grid / "summary.json", grid / "params" / "mdl.npz")}
-    again = run("--out", str(tmp_path / "killed"))  # a finished figure run only redraws
-    assert again.returncode == 0 and " epoch " not in again.stderr
+    assert " epoch " not in run("killed").err  # a finished figure run only redraws
     assert {p: p.read_bytes() for p in before} == before and numbers("killed") == numbers("full")
 
 

@@ -123,11 +123,6 @@ def test_chunk_plan_follows_memory_estimate_and_limits():
     assert mdl_jax.run_footprint_bytes(mdl_jax.build_sweep((784, 100, 10), "mdl", modes=[30]).recipe) > 4 * 30 * 900
 
 
-def _cli(*args, env=None):
-    return subprocess.run(
-        [sys.executable, "-m", "mdl_jax._cli", "train", *args, "--quiet"], capture_output=True, text=True,
-        timeout=600, env={**os.environ, **(env or {})}, cwd=ROOT,
-    )
 
 
 
@@ -150,22 +145,27 @@ def test_nan_injected_run_is_frozen_and_the_others_untouched():
     assert all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(hit.state.opt_state))
 
 
-def test_diverging_runs_are_marked_and_an_all_diverged_sweep_says_so(tmp_path):
-    mixed = _cli("--set", "dataset=gaussian_mixture", "--set", "widths=[2,6,2]", "--set", "modes=[3]",
-                 "--set", "learning_rates=[0.03,1e12]", "--set", "epochs=2", "--workdir", str(tmp_path / "mixed"))
-    assert mixed.returncode == 0, mixed.stderr[-2000:]
+def test_diverging_runs_are_marked_and_an_all_diverged_sweep_says_so(tmp_path, capsys):
+    from mdl_jax._cli import main
+
+    def train(learning_rates, workdir):  # the command line, in this process: its exit code and its output
+        code = main(["train", "--set", "dataset=gaussian_mixture", "--set", "widths=[2,6,2]", "--set", "modes=[3]",
+                     "--set", f"learning_rates={learning_rates}", "--set", "epochs=2", "--workdir", str(tmp_path / workdir), "--quiet"])
+        return code, capsys.readouterr()
+
+    code, mixed = train("[0.03,1e12]", "mixed")
+    assert code == 0, mixed.err[-2000:]
     runs = json.loads((tmp_path / "mixed" / "summary.json").read_text())["runs"]
     assert [(r["learning_rate"], r["diverged"]) for r in runs] == [(0.03, False), (1e12, True)]
     assert runs[1]["diverged_epoch"] == 1 and runs[1]["divergence_cause"] == "loss became nan"
-    assert runs[0]["final_test_accuracy"] > 0.9 and "DIVERGED at epoch 1" in mixed.stdout
+    assert runs[0]["final_test_accuracy"] > 0.9 and "DIVERGED at epoch 1" in mixed.out
     lines = [json.loads(line) for line in (tmp_path / "mixed" / "metrics.jsonl").read_text().splitlines()]
     assert any(line.get("train_loss", 0.0) is None for line in lines)  # strict JSON: null, not NaN
     assert "NaN" not in (tmp_path / "mixed" / "metrics.jsonl").read_text()
-    absurd = _cli("--set", "dataset=gaussian_mixture", "--set", "widths=[2,6,2]", "--set", "modes=[3]",
-                  "--set", "learning_rates=[1e12]", "--set", "epochs=2", "--workdir", str(tmp_path / "absurd"))
-    assert absurd.returncode == 3
-    assert "all 1 runs diverged" in absurd.stderr and "lower the learning rate" in absurd.stderr
-    assert "Traceback" not in absurd.stderr
+    code, absurd = train("[1e12]", "absurd")
+    assert code == 3
+    assert "all 1 runs diverged" in absurd.err and "lower the learning rate" in absurd.err
+    assert "Traceback" not in absurd.err
     assert (tmp_path / "absurd" / "summary.json").is_file()  # nothing computed is lost
 
 
@@ -193,9 +193,9 @@ def test_two_processes_train_one_sharded_sweep_like_one_process(tmp_path):
                for i in range(2)]
     outputs = [w.communicate(timeout=600) for w in workers]
     assert [w.returncode for w in workers] == [0, 0], outputs[0][1][-3000:] + outputs[1][1][-3000:]
-    one = subprocess.run(base + ["--workdir", str(tmp_path / "one")], capture_output=True, text=True, cwd=ROOT, env=env,
-                         timeout=600)
-    assert one.returncode == 0, one.stderr[-3000:]
+    from mdl_jax._cli import main
+
+    assert main(base[3:] + ["--workdir", str(tmp_path / "one")]) == 0  # the single process: this one
     lines = lambda d: [json.loads(l) for l in (tmp_path / d / "metrics.jsonl").read_text().splitlines()]
     assert len(lines("two")) == len(lines("one")) == 8 * 3  # every run's epochs 0-2, written once
     for a, b in zip(lines("two"), lines("one")):
