@@ -23,7 +23,7 @@ mkdir -p "$out"
 if [[ "$tiny" == "--tiny" ]]; then
     throughput_args=(--n-train 1000 --timed-epochs 1 --sweep-seeds 1 --max-padding 1)
     cost_args=(--quick --set 'widths=[50]' --set 'methods=["bp","mdl"]' --set n_train=1000 --set 'least_modes=[[50,5]]' --set target_accuracy=0.6)
-    fig2_args=(--quick --set 'panels="c"' --set 'widths=[25]' --set 'width_modes=[2,5]' --set epochs=1)
+    fig2_args=(--quick --set 'panels="c"' --set 'widths=[25]' --set 'width_modes=[2,5]' --set 'baselines=["bp"]' --set epochs=1)
     fig2_seconds=300
 else
     throughput_args=()

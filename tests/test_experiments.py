@@ -113,7 +113,7 @@ def test_fig2_tiny(tmp_path, mnist):
     from experiments import fig2
 
     settings = fig2.Fig2Settings(seeds=2, epochs=2, modes=(5, 30), trajectory_modes=(30,), widths=(100,),
-                                 width_modes=(5, 20), overlap_dim=3, last_epochs=2)  # (c) at N = 100: panel (b)'s widths
+                                 width_modes=(5, 30), overlap_dim=3, last_epochs=2)  # (c) at N = 100: panel (b)'s programs
     results = fig2.run(settings, _mnist_slice(mnist, n_train=3000, n_test=1000), tmp_path)
     saved = _written(tmp_path, "fig2")
     assert set(saved["b_accuracy_vs_p"]["mdl"]) == {"5", "30"}
