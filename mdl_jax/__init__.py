@@ -92,6 +92,14 @@ from mdl_jax import analysis as analysis
 from mdl_jax import binary as binary
 from mdl_jax import landscape as landscape
 from mdl_jax import nn as nn
-from mdl_jax import online as online
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    """``mdl_jax.online`` on first use: it loads Diffrax (half a second), which a training run never needs."""
+    if name == "online":
+        import importlib
+
+        return importlib.import_module("mdl_jax.online")
+    raise AttributeError(f"module 'mdl_jax' has no attribute {name!r}")
