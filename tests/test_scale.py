@@ -123,10 +123,6 @@ def test_chunk_plan_follows_memory_estimate_and_limits():
     assert mdl_jax.run_footprint_bytes(mdl_jax.build_sweep((784, 100, 10), "mdl", modes=[30]).recipe) > 4 * 30 * 900
 
 
-
-
-
-
 def test_nan_injected_run_is_frozen_and_the_others_untouched():
     data = random_dataset()
     sweep = mdl_jax.build_sweep(WIDTHS, "mdl", modes=[2, 4], seeds=range(2), batch_size=50)
@@ -185,7 +181,8 @@ def test_two_processes_train_one_sharded_sweep_like_one_process(tmp_path):
     config.write_text(json.dumps({"dataset": "gaussian_mixture", "widths": [2, 6, 2], "modes": [1, 2],
                                   "seeds": [0, 1, 2, 3], "epochs": 2, "learning_rates": [0.03]}))
     port = _free_port()
-    base = [sys.executable, "-m", "mdl_jax._cli", "train", "--config", str(config), "--quiet"]
+    args = ["train", "--config", str(config), "--quiet"]
+    base = [sys.executable, "-m", "mdl_jax._cli", *args]
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
     workers = [subprocess.Popen(base + ["--workdir", str(tmp_path / "two"), "--distributed", "--coordinator",
                                         f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", str(i)],
@@ -195,7 +192,7 @@ def test_two_processes_train_one_sharded_sweep_like_one_process(tmp_path):
     assert [w.returncode for w in workers] == [0, 0], outputs[0][1][-3000:] + outputs[1][1][-3000:]
     from mdl_jax._cli import main
 
-    assert main(base[3:] + ["--workdir", str(tmp_path / "one")]) == 0  # the single process: this one
+    assert main(args + ["--workdir", str(tmp_path / "one")]) == 0  # the single process: this one
     lines = lambda d: [json.loads(l) for l in (tmp_path / d / "metrics.jsonl").read_text().splitlines()]
     assert len(lines("two")) == len(lines("one")) == 8 * 3  # every run's epochs 0-2, written once
     for a, b in zip(lines("two"), lines("one")):

@@ -146,8 +146,7 @@ def _objective(solver: str, rtol: float, atol: float, max_steps: int, low: float
     continued in rounds compiles once."""
 
     def final_log_eps(log_eta, op, a, edges):
-        eta = jnp.exp(jnp.clip(log_eta, low, high))
-        schedule = jnp.broadcast_to(eta, (edges.shape[0] - 1,))
+        schedule = jnp.exp(jnp.clip(log_eta, low, high))  # one rate per bin (the constant arrives broadcast by both())
         solution = solve_ode(op, a, schedule, edges[jnp.asarray([0, -1])], eta_edges=edges, solver=solver, rtol=rtol, atol=atol,
                              max_steps=max_steps)
         return jnp.log(solution.eps_g[-1])
