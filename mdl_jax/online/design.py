@@ -91,8 +91,8 @@ def design(
     if start is not None and not np.array_equal(np.asarray(start.edges), np.asarray(edges)):
         raise ValueError("start is a design for other edges: continue a design with the edges it was made for")
     bins, low, high = edges.shape[0] - 1, math.log(eta_min), math.log(eta_max)
-    value_and_grad = functools.partial(_objective(solver, rtol, atol, max_steps, low, high, op0.Q.ndim == 3),
-                                       op0=op0, A=A, edges=edges)
+    fn, bounds = _objective(solver, rtol, atol, max_steps, op0.Q.ndim == 3), jnp.asarray([low, high], op0.Q.dtype)
+    value_and_grad = lambda params: fn(params, bounds, op0, A, edges)  # positional, as gradient_check calls it
     optimizer = optax.adam(learning_rate)
     if start is None:
         params = {"schedule": jnp.full((bins,), math.log(eta_init), op0.Q.dtype),
@@ -130,9 +130,9 @@ def gradient_check(
     gradients: affordable once per study, and what tells whether ``rtol`` is tight enough.
     The solver settings default to :func:`design`'s: pass the ones the design uses."""
     edges = jnp.asarray(edges, op0.Q.dtype)
-    fn = _objective(solver, rtol, atol, max_steps, -math.inf, math.inf, op0.Q.ndim == 3)
+    fn, unbounded = _objective(solver, rtol, atol, max_steps, op0.Q.ndim == 3), jnp.asarray([-math.inf, math.inf], op0.Q.dtype)
     at = lambda shift: fn({"schedule": jnp.log(jnp.asarray(eta, op0.Q.dtype)) + shift,
-                           "constant": jnp.log(jnp.asarray(eta, op0.Q.dtype))[:1]}, op0, A, edges)
+                           "constant": jnp.log(jnp.asarray(eta, op0.Q.dtype))[:1]}, unbounded, op0, A, edges)
     (_, values), grads = at(0.0)
     (_, up), _ = at(h)
     (_, down), _ = at(-h)
@@ -140,25 +140,26 @@ def gradient_check(
 
 
 @functools.lru_cache(maxsize=None)
-def _objective(solver: str, rtol: float, atol: float, max_steps: int, low: float, high: float, batched: bool):
+def _objective(solver: str, rtol: float, atol: float, max_steps: int, batched: bool):
     """``log eps_g(T)`` of the schedule and of the constant (their sum, and each) with its
-    gradient, jitted once per solver setting: the setups and edges are arguments, so a design
-    continued in rounds compiles once."""
+    gradient, jitted once per solver setting: the bounds of the log-rates, the setups and the
+    edges are arguments, so a design continued in rounds, and its gradient check (unbounded),
+    compile once."""
 
-    def final_log_eps(log_eta, op, a, edges):
-        schedule = jnp.exp(jnp.clip(log_eta, low, high))  # one rate per bin (the constant arrives broadcast by both())
+    def final_log_eps(log_eta, bounds, op, a, edges):
+        schedule = jnp.exp(jnp.clip(log_eta, bounds[0], bounds[1]))  # one rate per bin (the constant arrives broadcast by both())
         solution = solve_ode(op, a, schedule, edges[jnp.asarray([0, -1])], eta_edges=edges, solver=solver, rtol=rtol, atol=atol,
                              max_steps=max_steps)
         return jnp.log(solution.eps_g[-1])
 
-    def objective(log_eta, op0, A, edges):
+    def objective(log_eta, bounds, op0, A, edges):
         if batched:
-            return jnp.mean(jax.vmap(final_log_eps, in_axes=(None, 0, 0, None))(log_eta, op0, A, edges))
-        return final_log_eps(log_eta, op0, A, edges)
+            return jnp.mean(jax.vmap(final_log_eps, in_axes=(None, None, 0, 0, None))(log_eta, bounds, op0, A, edges))
+        return final_log_eps(log_eta, bounds, op0, A, edges)
 
-    def both(params, op0, A, edges):  # the schedule and the constant (a schedule of equal bins) as one vmapped solve
+    def both(params, bounds, op0, A, edges):  # the schedule and the constant (a schedule of equal bins) as one vmapped solve
         log_etas = jnp.stack([params["schedule"], jnp.broadcast_to(params["constant"], params["schedule"].shape)])
-        values = jax.vmap(objective, in_axes=(0, None, None, None))(log_etas, op0, A, edges)
+        values = jax.vmap(objective, in_axes=(0, None, None, None, None))(log_etas, bounds, op0, A, edges)
         return values.sum(), values
 
     return jax.jit(jax.value_and_grad(both, has_aux=True))
