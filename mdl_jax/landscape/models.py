@@ -30,12 +30,14 @@ def sample_moments(samples: jax.Array) -> tuple[jax.Array, jax.Array]:
     return samples.mean(0), samples.T @ samples / samples.shape[0]
 
 
+@jax.jit  # one program per shape: called eagerly, its operations would compile one by one
 def connected_moments(samples: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Means and connected correlations ``<s_i s_j> - <s_i><s_j>`` of ``(n, N)`` samples."""
     mean, second = sample_moments(samples)
     return mean, second - jnp.outer(mean, mean)
 
 
+@jax.jit
 def moment_errors(samples, reference) -> tuple[jax.Array, jax.Array]:
     """RMS differences of the means and of the off-diagonal connected correlations between two
     sets of samples (e.g. model vs data). Either may instead be given as its

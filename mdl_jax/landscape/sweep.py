@@ -117,18 +117,21 @@ def _directions(landscape: Landscape | MetropolisLandscape) -> tuple[jax.Array, 
     return landscape.distance[:half], landscape.distance[half - 1:]
 
 
+@jax.jit
 def distance_jumps(landscape: Landscape | MetropolisLandscape) -> jax.Array:
     """Largest jump of d between neighbouring fields on the down sweep and on the up sweep."""
     down, up = _directions(landscape)
     return jnp.stack([jnp.max(jnp.abs(jnp.diff(down))), jnp.max(jnp.abs(jnp.diff(up)))])
 
 
+@jax.jit
 def hysteresis(landscape: Landscape | MetropolisLandscape) -> jax.Array:
     """Largest gap in d between the down and the up sweep at the same field."""
     down, up = _directions(landscape)
     return jnp.max(jnp.abs(down - up[::-1]))
 
 
+@jax.jit
 def distance_after_jump(landscape: Landscape | MetropolisLandscape) -> jax.Array:
     """``d`` just after the largest jump of the down sweep (x falling, the configurations
     leaving the reference): where the landscape resumes beyond its gap."""
