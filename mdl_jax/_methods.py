@@ -17,7 +17,6 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from mdl_jax import _binary
 from mdl_jax._spec import NetworkSpec, SpecError, full_ranks
@@ -97,44 +96,16 @@ def init_scale(fan_in: int) -> float:
     return (fan_in * math.log(fan_in)) ** (-1.0 / 6.0)
 
 
-def mode_columns(key: jax.Array, blocks: Sequence[tuple[int, int, int, int, float]], dtype) -> list[jax.Array]:
-    """Gaussian columns of several factors, one ``(rows, p)`` array per block ``(layer, factor,
-    rows, p, scale)``: column ``a`` is ``scale * normal(fold_in(k, a), (rows,))`` with ``k`` the
-    factor's key (:func:`factor_keys`), and depends on nothing else.
-
-    The normal is written out as ``jax.random.normal`` computes it, ``sqrt(2) erfinv(u)`` with
-    ``u`` uniform on ``(-1, 1)``, and ``sqrt(2) * scale`` is rounded once in ``dtype``: the
-    numbers XLA gives when it folds the two constants in a compiled program, now the same
-    eagerly too. The keys come from three batched ``fold_in`` calls and the columns from one
-    draw per distinct row count, so a compiled network's draws hold a few random-bit loops
-    instead of four per factor, and compile faster (``init_state``: 1.35 s -> 1.01 s for
-    12-10-8-3, 1.26 s -> 1.05 s for 784-100-100-10 at p = 30).
-    """
-    dtype = jnp.dtype(dtype)
-    owner = np.repeat(np.arange(len(blocks)), [b[3] for b in blocks])
-    column_keys = jax.vmap(jax.random.fold_in)(factor_keys(key, [b[:2] for b in blocks])[owner],
-                                               jnp.asarray(np.concatenate([np.arange(b[3]) for b in blocks])))
-    start = np.cumsum([0] + [b[3] for b in blocks])
-    low = np.nextafter(np.array(-1.0, dtype), np.array(0.0, dtype))
-    out: list = [None] * len(blocks)
-    for rows in sorted({b[2] for b in blocks}):
-        mine = [i for i, b in enumerate(blocks) if b[2] == rows]
-        index = np.concatenate([np.arange(start[i], start[i + 1]) for i in mine])
-        u = jax.vmap(lambda k: jax.random.uniform(k, (rows,), dtype, low, 1.0))(column_keys[index])
-        scale = np.concatenate([np.full(blocks[i][3], np.array(math.sqrt(2), dtype) * np.array(blocks[i][4], dtype)) for i in mine])
-        columns = (jax.lax.erf_inv(u) * scale.astype(dtype)[:, None]).T
-        for i, at in zip(mine, np.cumsum([0] + [blocks[i][3] for i in mine])):
-            out[i] = columns[:, at:at + blocks[i][3]]
-    return out
+def mode_columns(key: jax.Array, rows: int, p: int, scale: float, dtype) -> jax.Array:
+    """``(rows, p)`` Gaussian columns; column ``a`` is drawn from ``fold_in(key, a)`` alone."""
+    keys = jax.vmap(lambda a: jax.random.fold_in(key, a))(jnp.arange(p))
+    columns = jax.vmap(lambda k: jax.random.normal(k, (rows,), dtype))(keys)
+    return scale * columns.T
 
 
-def factor_keys(key: jax.Array, factors: Sequence[tuple[int, int]]) -> jax.Array:
-    """The key of each ``(layer, factor)``, ``fold_in(fold_in(key, layer), factor)``, stacked:
-    two batched ``fold_in`` calls for a whole network."""
-    layers = sorted({layer for layer, _ in factors})
-    layer_keys = jax.vmap(jax.random.fold_in, (None, 0))(key, jnp.asarray(layers))
-    return jax.vmap(jax.random.fold_in)(layer_keys[np.asarray([layers.index(layer) for layer, _ in factors])],
-                                        jnp.asarray([factor for _, factor in factors]))
+def factor_key(key: jax.Array, layer: int, factor: int) -> jax.Array:
+    """The key of one factor of one layer: ``fold_in(fold_in(key, layer), factor)``."""
+    return jax.random.fold_in(jax.random.fold_in(key, layer), factor)
 
 
 def _pairs(spec: NetworkSpec) -> list[tuple[int, int]]:
@@ -148,23 +119,21 @@ def _weight_count(spec: NetworkSpec) -> int:
 # --- mdl (1L2P) and two_factor -------------------------------------------------------------
 
 
-def _factor_blocks(layer: int, fan_in: int, features: int, p: int) -> list[tuple]:
-    scale = init_scale(fan_in)
-    return [(layer, _XI_HAT, fan_in, p, scale), (layer, _SIGMA, 1, p, scale), (layer, _XI, features, p, scale)]
-
-
 def mode_factors(key: jax.Array, layer: int, fan_in: int, features: int, p: int, dtype) -> ModeLayer:
     """The initial ``(xi_hat, sigma, xi)`` of weight layer ``layer``: every entry
     ``N(0, s^2)`` with ``s = init_scale(fan_in)``, column ``a`` of each factor from
     ``(key, layer, factor, a)`` alone. Shared by ``mdl`` and :mod:`mdl_jax.nn`."""
-    xi_hat, sigma, xi = mode_columns(key, _factor_blocks(layer, fan_in, features, p), dtype)
-    return ModeLayer(xi_hat, sigma[0], xi)
+    scale = init_scale(fan_in)
+    return ModeLayer(
+        mode_columns(factor_key(key, layer, _XI_HAT), fan_in, p, scale, dtype),
+        mode_columns(factor_key(key, layer, _SIGMA), 1, p, scale, dtype)[0],
+        mode_columns(factor_key(key, layer, _XI), features, p, scale, dtype),
+    )
 
 
 def _init_mdl(key, spec: NetworkSpec, dtype) -> Params:
-    blocks = [b for l, (p, (a, c)) in enumerate(zip(spec.modes, _pairs(spec))) for b in _factor_blocks(l, a, c, p)]
-    columns = mode_columns(key, blocks, dtype)  # one batched draw for the whole network
-    return {"xi_hat": columns[0::3], "sigma": [c[0] for c in columns[1::3]], "xi": columns[2::3]}
+    layers = [mode_factors(key, l, a, b, p, dtype) for l, (p, (a, b)) in enumerate(zip(spec.modes, _pairs(spec)))]
+    return {field: [getattr(layer, field) for layer in layers] for field in ModeLayer._fields}
 
 
 def _init_two_factor(key, spec: NetworkSpec, dtype) -> Params:
@@ -183,10 +152,12 @@ def _count_modes(sigma_per_mode: int):
 def _init_1l1p(key, spec: NetworkSpec, dtype) -> Params:
     p, L = spec.modes[0], spec.num_layers
     # pattern l takes the scale of the layer it feeds (the last pattern, the output layer's)
-    blocks = [(l, _PATTERN, spec.widths[l], p, init_scale(spec.widths[min(l, L - 1)])) for l in range(L + 1)]
-    blocks += [(l, _SIGMA, 1, p, init_scale(spec.widths[l])) for l in range(L)]
-    columns = mode_columns(key, blocks, dtype)
-    return {"patterns": columns[: L + 1], "sigma": [c[0] for c in columns[L + 1:]]}
+    patterns = [
+        mode_columns(factor_key(key, l, _PATTERN), spec.widths[l], p, init_scale(spec.widths[min(l, L - 1)]), dtype)
+        for l in range(L + 1)
+    ]
+    sigma = [mode_columns(factor_key(key, l, _SIGMA), 1, p, init_scale(spec.widths[l]), dtype)[0] for l in range(L)]
+    return {"patterns": patterns, "sigma": sigma}
 
 
 def _layers_1l1p(params: Params, spec: NetworkSpec) -> list[ModeLayer]:
@@ -197,18 +168,14 @@ def _layers_1l1p(params: Params, spec: NetworkSpec) -> list[ModeLayer]:
 # --- bp ------------------------------------------------------------------------------------
 
 
-def _weight_draws(key, spec: NetworkSpec, dtype) -> list[jax.Array]:
-    """``W_l ~ N(0, 1)`` of every layer, from the key of ``(l, 0)``."""
-    keys = factor_keys(key, [(l, 0) for l in range(spec.num_layers)])
-    return [jax.random.normal(keys[l], (a, b), dtype) for l, (a, b) in enumerate(_pairs(spec))]
-
-
 def _init_bp(key, spec: NetworkSpec, dtype) -> Params:
-    return {"weights": [w / math.sqrt(w.shape[0]) for w in _weight_draws(key, spec, dtype)]}
+    return {"weights": [
+        jax.random.normal(factor_key(key, l, 0), (a, b), dtype) / math.sqrt(a) for l, (a, b) in enumerate(_pairs(spec))
+    ]}
 
 
 def _init_bp_fanin(key, spec: NetworkSpec, dtype) -> Params:
-    return {"weights": _weight_draws(key, spec, dtype)}
+    return {"weights": [jax.random.normal(factor_key(key, l, 0), (a, b), dtype) for l, (a, b) in enumerate(_pairs(spec))]}
 
 
 # --- svd (Yang et al. 2020) ----------------------------------------------------------------
@@ -216,8 +183,8 @@ def _init_bp_fanin(key, spec: NetworkSpec, dtype) -> Params:
 
 def _init_svd(key, spec: NetworkSpec, dtype) -> Params:
     u, s, v = [], [], []
-    for r, w in zip(spec.modes, _weight_draws(key, spec, dtype)):
-        a = w.shape[0]
+    for l, (r, (a, b)) in enumerate(zip(spec.modes, _pairs(spec))):
+        w = jax.random.normal(factor_key(key, l, 0), (a, b), dtype)
         left, singular, right_t = jnp.linalg.svd(w / math.sqrt(a), full_matrices=False)
         u.append(left[:, :r])
         s.append(singular[:r])

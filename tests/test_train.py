@@ -99,16 +99,8 @@ def test_initial_draws_compiled_at_o1_equal_the_default_compilation_bitwise(dtyp
             sweep = mdl_jax.build_sweep((30, 20, 7), method, seeds=range(3), batch_size=50, dtype=dtype, **modes)
             fast, _ = _train._compiled_run_fns(sweep.recipe)
             default = jax.jit(jax.vmap(functools.partial(mdl_jax.init_state, recipe=sweep.recipe)))
-            drawn = fast(sweep.runs)
-            for a, b in zip(jax.tree.leaves(drawn), jax.tree.leaves(default(sweep.runs)), strict=True):
+            for a, b in zip(jax.tree.leaves(fast(sweep.runs)), jax.tree.leaves(default(sweep.runs)), strict=True):
                 np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=method)
-            if method == "mdl":  # the mode columns' normal, written out, is jax.random.normal's, and the same eagerly
-                key = jax.random.fold_in(sweep.runs.key[1], 0)
-                eager = mdl_jax.init_params(key, sweep.recipe.spec, dtype=dtype)
-                chex.assert_trees_all_equal(eager, jax.tree.map(lambda leaf: leaf[1], drawn.params))
-                column = functools.reduce(jax.random.fold_in, (1, 2, 0), key)  # layer 1, xi, mode 0
-                np.testing.assert_allclose(eager["xi"][1][:, 0], mdl_jax.init_scale(20) * jax.random.normal(column, (7,), dtype),
-                                           rtol=RTOL[dtype])
 
 
 def test_learning_rate_halves_every_period(small_data):
