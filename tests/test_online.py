@@ -1,5 +1,7 @@
 """Online-learning theory: integrals, the ODE against the SGD update and simulation, fitting."""
 
+import importlib
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -360,6 +362,8 @@ def test_a_designed_schedule_beats_the_best_constant_rate_in_theory_and_in_simul
                                                              dtype=jnp.float64).values()
     ops = jax.vmap(lambda t, s: online.order_parameters(s.weights(), t.weights()))(teachers, students)
     edges = online.schedule_edges(30.0, 5)
+    objectives = importlib.import_module("mdl_jax.online.design")._objective
+    objectives.cache_clear()  # count this test's programs alone
     result = online.design(ops, jax.vmap(online.mode_coupling)(students), edges, eta_init=1.0, steps=20, learning_rate=0.1)
     assert result.eps_designed < result.eps_constant and result.history.shape == (20, 2)
     assert np.all((result.eta >= 1e-2) & (result.eta <= 50.0)) and np.ptp(result.eta) > 0.5  # not a constant in disguise
@@ -380,6 +384,9 @@ def test_a_designed_schedule_beats_the_best_constant_rate_in_theory_and_in_simul
                          start=result)  # a design continued from another: its history first
     assert more.history.shape == (21, 2) and np.array_equal(more.history[:20], result.history)
     assert more.eps_designed <= result.eps_designed * 1.01
+    online.gradient_check(ops, jax.vmap(online.mode_coupling)(students), edges, result.eta)  # its agreement: test_schedule_tiny
+    assert objectives.cache_info().currsize == 1  # the designs and their gradient check: one program, compiled once
+    assert objectives("tsit5", 1e-6, 1e-9, 4096, True)._cache_size() == 1
     with pytest.raises(ValueError, match="start is a design for other edges"):
         online.design(ops, jax.vmap(online.mode_coupling)(students), edges[:-1], eta_init=1.0, steps=1, start=result)
     with pytest.raises(ValueError, match="a schedule eta"):
