@@ -1,7 +1,5 @@
 """Online-learning theory: integrals, the ODE against the SGD update and simulation, fitting."""
 
-import importlib
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -362,7 +360,8 @@ def test_a_designed_schedule_beats_the_best_constant_rate_in_theory_and_in_simul
                                                              dtype=jnp.float64).values()
     ops = jax.vmap(lambda t, s: online.order_parameters(s.weights(), t.weights()))(teachers, students)
     edges = online.schedule_edges(30.0, 5)
-    objectives = importlib.import_module("mdl_jax.online.design")._objective
+    from mdl_jax.online.design import _objective as objectives
+
     objectives.cache_clear()  # count this test's programs alone
     result = online.design(ops, jax.vmap(online.mode_coupling)(students), edges, eta_init=1.0, steps=20, learning_rate=0.1)
     assert result.eps_designed < result.eps_constant and result.history.shape == (20, 2)

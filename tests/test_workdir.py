@@ -208,8 +208,8 @@ def _cli(*args):
 
 def test_one_process_owns_a_workdir_and_ctrl_c_says_how_to_continue(tmp_path, capsys):
     """Real processes on one workdir: a second one started 0.3 s after the first, and a third
-    once the first trains (this process), are refused (the third naming the owner's pid). Ctrl-C ends the
-    owner with one line; --resume --set epochs=N continues it, and every (run, epoch) is in
+    (this process) once the first trains, are refused (the third naming the owner's pid).
+    Ctrl-C ends the owner with one line; --resume --set epochs=N continues it, and every (run, epoch) is in
     metrics.jsonl once. Piped, the owner's progress is one plain line per epoch."""
     (tmp_path / "c.json").write_text(json.dumps({**TINY, "epochs": 100_000, "checkpoint_every": 5}))
     workdir = tmp_path / "run"
