@@ -84,8 +84,10 @@ def test_programs_by_mode_count_give_the_padded_sweeps_numbers():
             padded = mdl_jax.train(sweep.recipe, sweep.runs, data, epochs=2)
             split = mdl_jax.train(sweep.recipe, sweep.runs, data, epochs=1, max_padding=0.0)
             split = mdl_jax.train(sweep.recipe, sweep.runs, data, epochs=1, state=split.state, start_epoch=1, max_padding=0.0)
-            # float rounding only: sums over fewer padded zeros (svd's penalties), grown by Adam over 2 epochs
-            chex.assert_trees_all_close(padded.state, split.state, rtol=1e-8, atol=1e-10)
+            # float rounding only: sums over fewer padded zeros (svd's penalties) in another order (the
+            # CPU's vector width decides it), grown by Adam over 2 epochs: 4e-8 relative (5e-10
+            # absolute) seen on an AVX2 CPU, within 1e-8 on AVX-512 ones
+            chex.assert_trees_all_close(padded.state, split.state, rtol=1e-6, atol=1e-9)
             np.testing.assert_array_equal(padded.metrics.test_accuracy[1], split.metrics.test_accuracy[0])
 
 
