@@ -158,12 +158,13 @@ def test_effective_model_tiny(tmp_path, mnist, capsys):
     from experiments import effective_model as em
 
     settings = em.EffectiveModelSettings(
-        networks=2, epochs_under=1, epochs_over=3, epochs_shallow=1, samples_per_network=25, threshold_under=0.0,
+        networks=2, epochs_under=1, epochs_over=1, epochs_shallow=1, samples_per_network=25, threshold_under=0.0,
         threshold_over=0.0, threshold_shallow=0.0, score_images=500, hidden_permutations=2, bm_iterations=5, bm_burn_in=2,
         mcmc_iterations=10, mcmc_chains=16, verify_chains=8, verify_sweeps=6, references=2, field_step=0.5,
         check_references=1, shallow_references=5, shallow_check_references=5, check_chains=4, check_sweeps=4,
     )
-    data = _mnist_slice(mnist, n_train=4000, n_test=500)
+    # 500 training images: the under- and over-parametrised cases (the latter trains on 500) are then one program
+    data = _mnist_slice(mnist, n_train=500, n_test=500)
     with jax.enable_x64(False):
         em.run(settings, data, tmp_path)
         saved = _written(tmp_path, "effective_model")
