@@ -325,9 +325,10 @@ import numpy as np
 from mdl_jax import online
 from mdl_jax.online import compare
 ts = online.log_times(20.0, 6)
-# the simulation is what is sharded: the ODE beside it is replaced by zeros of its shapes
-compare._theory = lambda setups, *args: (lambda n: online.OdeSolution(ts, None, np.zeros((n, len(ts), 1, 1)), np.zeros((n, len(ts))),
-                                                                      np.zeros(n, np.int32)))(sum(len(t.sigma) for _, t, _ in setups.values()))
+def no_ode(setups, *args):  # the simulation is what is sharded: the ODE beside it is replaced by zeros of its shapes
+    n = sum(len(teachers.sigma) for _, teachers, _ in setups.values())
+    return online.OdeSolution(ts, None, np.zeros((n, len(ts), 1, 1)), np.zeros((n, len(ts))), np.zeros(n, np.int32))
+compare._theory = no_ode
 run = lambda common: np.stack([c.eps_sim for c in online.theory_vs_simulation(
     [(40, 1.0), (40, 2.0)], ts, hidden=4, eta=5.0, seeds=4, n_test=500, teachers=2, common_inputs=common)])
 sharded = [run(True), run(False)]
