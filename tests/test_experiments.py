@@ -251,8 +251,10 @@ def test_a_killed_figure_run_resumes_to_the_uninterrupted_results(tmp_path, caps
         return capsys.readouterr()
 
     run("full")
+    # the same CPU devices as here (the suite's modules set them), so that its programs are this process's
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_NUM_CPU_DEVICES": str(jax.local_device_count())}
     killed = subprocess.run([sys.executable, "-c", KILLED_FIGURE, *args, "--out", str(tmp_path / "killed")], capture_output=True,
-                            text=True, timeout=600, cwd=Path(__file__).parents[1], env={**os.environ, "JAX_PLATFORMS": "cpu"})
+                            text=True, timeout=600, cwd=Path(__file__).parents[1], env=env)
     assert killed.returncode == -9 and not (tmp_path / "killed" / "results.json").exists(), killed.stderr[-3000:]
     with pytest.raises(SystemExit, match="pass --resume"):
         run("killed")
