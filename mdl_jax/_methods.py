@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from mdl_jax import _binary
 from mdl_jax._spec import NetworkSpec, SpecError, full_ranks
@@ -96,11 +97,23 @@ def init_scale(fan_in: int) -> float:
     return (fan_in * math.log(fan_in)) ** (-1.0 / 6.0)
 
 
-def mode_columns(key: jax.Array, rows: int, p: int, scale: float, dtype) -> jax.Array:
-    """``(rows, p)`` Gaussian columns; column ``a`` is drawn from ``fold_in(key, a)`` alone."""
-    keys = jax.vmap(lambda a: jax.random.fold_in(key, a))(jnp.arange(p))
-    columns = jax.vmap(lambda k: jax.random.normal(k, (rows,), dtype))(keys)
-    return scale * columns.T
+def column_keys(key: jax.Array, factors: Sequence[tuple[int, int, int]]) -> list[jax.Array]:
+    """For each ``(layer, factor, p)`` of ``factors``, the ``p`` keys
+    ``fold_in(factor_key(key, layer, factor), a)``, ``a < p``: a mode's initial value depends
+    only on them. Derived for all factors at once (three batched hashes instead of three per
+    factor), which is integer arithmetic, hence exact, and makes a network's initial draws
+    compile faster (docs/benchmarks.md)."""
+    sizes = [p for _, _, p in factors]
+    index = lambda values: jnp.asarray(np.repeat(np.asarray(values, np.uint32), sizes))
+    keys = jax.vmap(lambda l: jax.random.fold_in(key, l))(index([l for l, _, _ in factors]))
+    keys = jax.vmap(jax.random.fold_in)(keys, index([f for _, f, _ in factors]))
+    keys = jax.vmap(jax.random.fold_in)(keys, jnp.asarray(np.concatenate([np.arange(p, dtype=np.uint32) for p in sizes] or [np.zeros(0, np.uint32)])))
+    return jnp.split(keys, np.cumsum(sizes)[:-1])
+
+
+def mode_columns(keys: jax.Array, rows: int, scale: float, dtype) -> jax.Array:
+    """``(rows, p)`` Gaussian columns, column ``a`` drawn from ``keys[a]`` alone (:func:`column_keys`)."""
+    return scale * jax.vmap(lambda k: jax.random.normal(k, (rows,), dtype))(keys).T
 
 
 def factor_key(key: jax.Array, layer: int, factor: int) -> jax.Array:
@@ -123,16 +136,18 @@ def mode_factors(key: jax.Array, layer: int, fan_in: int, features: int, p: int,
     """The initial ``(xi_hat, sigma, xi)`` of weight layer ``layer``: every entry
     ``N(0, s^2)`` with ``s = init_scale(fan_in)``, column ``a`` of each factor from
     ``(key, layer, factor, a)`` alone. Shared by ``mdl`` and :mod:`mdl_jax.nn`."""
-    scale = init_scale(fan_in)
-    return ModeLayer(
-        mode_columns(factor_key(key, layer, _XI_HAT), fan_in, p, scale, dtype),
-        mode_columns(factor_key(key, layer, _SIGMA), 1, p, scale, dtype)[0],
-        mode_columns(factor_key(key, layer, _XI), features, p, scale, dtype),
-    )
+    return _mode_layers(key, [(layer, fan_in, features, p)], dtype)[0]
+
+
+def _mode_layers(key: jax.Array, layers: Sequence[tuple[int, int, int, int]], dtype) -> list[ModeLayer]:
+    """:func:`mode_factors` of each ``(layer, fan_in, features, p)``, their keys derived together."""
+    keys = iter(column_keys(key, [(layer, factor, p) for layer, _, _, p in layers for factor in (_XI_HAT, _SIGMA, _XI)]))
+    return [ModeLayer(mode_columns(next(keys), fan_in, init_scale(fan_in), dtype), mode_columns(next(keys), 1, init_scale(fan_in), dtype)[0],
+                      mode_columns(next(keys), features, init_scale(fan_in), dtype)) for _, fan_in, features, _ in layers]
 
 
 def _init_mdl(key, spec: NetworkSpec, dtype) -> Params:
-    layers = [mode_factors(key, l, a, b, p, dtype) for l, (p, (a, b)) in enumerate(zip(spec.modes, _pairs(spec)))]
+    layers = _mode_layers(key, [(l, a, b, p) for l, (p, (a, b)) in enumerate(zip(spec.modes, _pairs(spec)))], dtype)
     return {field: [getattr(layer, field) for layer in layers] for field in ModeLayer._fields}
 
 
@@ -152,11 +167,9 @@ def _count_modes(sigma_per_mode: int):
 def _init_1l1p(key, spec: NetworkSpec, dtype) -> Params:
     p, L = spec.modes[0], spec.num_layers
     # pattern l takes the scale of the layer it feeds (the last pattern, the output layer's)
-    patterns = [
-        mode_columns(factor_key(key, l, _PATTERN), spec.widths[l], p, init_scale(spec.widths[min(l, L - 1)]), dtype)
-        for l in range(L + 1)
-    ]
-    sigma = [mode_columns(factor_key(key, l, _SIGMA), 1, p, init_scale(spec.widths[l]), dtype)[0] for l in range(L)]
+    keys = column_keys(key, [(l, _PATTERN, p) for l in range(L + 1)] + [(l, _SIGMA, p) for l in range(L)])
+    patterns = [mode_columns(keys[l], spec.widths[l], init_scale(spec.widths[min(l, L - 1)]), dtype) for l in range(L + 1)]
+    sigma = [mode_columns(keys[L + 1 + l], 1, init_scale(spec.widths[l]), dtype)[0] for l in range(L)]
     return {"patterns": patterns, "sigma": sigma}
 
 
