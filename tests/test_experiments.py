@@ -251,7 +251,8 @@ def test_a_killed_figure_run_resumes_to_the_uninterrupted_results(tmp_path, caps
         return capsys.readouterr()
 
     run("full")
-    # the same CPU devices as here (the suite's modules set them), so that its programs are this process's
+    # this process's CPU devices (the command would take one per core), so that it runs this process's programs:
+    # a sweep sharded otherwise is another program, equal only to rounding
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_NUM_CPU_DEVICES": str(jax.local_device_count())}
     killed = subprocess.run([sys.executable, "-c", KILLED_FIGURE, *args, "--out", str(tmp_path / "killed")], capture_output=True,
                             text=True, timeout=600, cwd=Path(__file__).parents[1], env=env)
