@@ -21,7 +21,7 @@ def _x64():
 
 
 def test_fig4_tiny(tmp_path, capsys):
-    settings = fig4.Fig4Settings(panel_a_d=(40, 60), panel_b_d=60, panel_b_alpha=(0.5, 1.0), t_max=30.0,
+    settings = fig4.Fig4Settings(panel_a_d=(40, 60), panel_b_d=60, panel_b_alpha=(0.5, 1.0), hidden=4, t_max=30.0,
                                  n_times=8, seeds=2, n_test=1000, plateau_teachers=7, plateau_n_times=8)
     results = fig4.run(settings, tmp_path)
     assert {p.name for p in tmp_path.iterdir()} >= {"fig4.png", "fig4.pdf", "results.json", "config.json", "d40.npz", "d60.npz",
@@ -43,7 +43,7 @@ def test_fig4_tiny(tmp_path, capsys):
     assert set(saved["gap_vs_seed_stderr"]) == {"d=40,alpha=1", "d=60,alpha=1", "d=60,alpha=0.5"}
     for config in saved["configurations"]:
         assert len(config["eps_ode"]) == len(config["eps_sim_mean"]) == 5 and len(config["eps_ode"][0]) == 8
-        assert len(config["M_final"]) == 8 and len(config["M_final"][0]) == 8
+        assert len(config["M_final"]) == 4 and len(config["M_final"][0]) == 4  # m = k
         assert all(0 <= share <= 1 for share in config["plateau_share"])
     text = fig4.summary(saved)  # what the command prints at the end: lines, not a Python dict
     assert "{" not in text and re.search(r"^  alpha =  0.5: median \d\.\d\d \(min", text, re.M), text
