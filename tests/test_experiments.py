@@ -60,9 +60,10 @@ def test_schedule_tiny(tmp_path, capsys):
     """The schedule study end to end at m = k = 2: the design in stored rounds, three schedules
     through the ODE and SGD, read back whole by a second run; its letter schedule (eta = 1 in
     every bin) simulates exactly as the plain constant rate does."""
-    settings = schedule.ScheduleSettings(alpha=2.0, hidden=2, eta=1.0, horizon=10.0, bins=3, teachers=2, design_teachers=1,
-                                         iterations=2, round_iterations=1, learning_rate=0.1, rtol=1e-6, atol=1e-9, seeds=2,
-                                         n_test=1000, n_times=8, plateau_n_times=16)
+    # the design's program is that of test_online's designed schedule (m = k = 2, two teachers, five bins, 4096 steps)
+    settings = schedule.ScheduleSettings(alpha=2.0, hidden=2, eta=1.0, horizon=10.0, bins=5, teachers=3, design_teachers=2,
+                                         iterations=2, round_iterations=1, learning_rate=0.1, rtol=1e-6, atol=1e-9, max_steps=4096,
+                                         seeds=2, n_test=1000, n_times=8, plateau_n_times=16)
     results = schedule.run(settings, tmp_path)
     saved = _written(tmp_path, "schedule")
     assert {"design_round0.npz", "design_round1.npz", "curves_designed.npz"} <= {p.name for p in tmp_path.iterdir()}
@@ -71,7 +72,7 @@ def test_schedule_tiny(tmp_path, capsys):
     assert set(saved["verdict"]) == {"beats_constant_design", "beats_constant_held_out", "shortens_plateaus", "gradient_agrees"}
     assert saved["gradient_check"]["agrees"] and saved["gradient_check"]["ad"] == pytest.approx(saved["gradient_check"]["fd"], rel=0.05)
     per = results["schedules"]
-    assert per["letter"]["eta"].tolist() == [1.0] * 3 and np.ptp(per["designed"]["eta"]) > 0
+    assert per["letter"]["eta"].tolist() == [1.0] * 5 and np.ptp(per["designed"]["eta"]) > 0
     assert per["designed"]["eps_ode_T"][0] < per["constant"]["eps_ode_T"][0]  # what it was designed for, in the ODE
     assert set(np.asarray(results["edges"]).tolist()) <= set(np.asarray(results["ts"]).tolist())
     capsys.readouterr()
@@ -79,7 +80,7 @@ def test_schedule_tiny(tmp_path, capsys):
     assert capsys.readouterr().out.count("reusing") == 1 + 2 + 3  # the gradient check, every design round, each schedule
     assert again["gain"] == results["gain"]
     (plain,) = online.theory_vs_simulation([(100, 2.0)], results["ts"], hidden=2, eta=1.0, seeds=2, n_test=1000,
-                                                   teachers=2, redraw_above=0.01, fixed_test=True, dtype=np.float64,
+                                                   teachers=3, redraw_above=0.01, fixed_test=True, dtype=np.float64,
                                                    simulation_dtype=np.float32)
     geomean = np.exp(np.log(plain.eps_sim).mean(1))
     np.testing.assert_allclose(per["letter"]["eps_sim_geomean"], geomean, rtol=1e-5)
