@@ -22,10 +22,11 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
 # 203-208 s against 252 s on a 2-core EPYC, the CNN test, which runs longest, in 16.2-18.8 s
 # against 18.5 s (docs/benchmarks.md). Set before JAX loads and inherited by the subprocesses;
 # the library's users, the benchmarks and the figure runs keep XLA's default.
-# For the same reason the suite compiles at LLVM -O1 instead of XLA's default -O3: XLA's own
-# (HLO) optimizations are the same, the machine code less optimized. The whole suite took 10 min
-# 44 s against 12 min 31 s on a 2-core EPYC (Zen 3); the programs that run long lose 10-20 %
-# (docs/benchmarks.md). Tests of a compilation at -O3 ask for it (compiler_options).
+# For the same reason the suite compiles at LLVM -O1 instead of XLA's default -O3 (XLA's own HLO
+# optimizations are the same, the machine code is less optimized): with every compilation
+# logged, the whole suite took 11 min 25 s against 12 min 31 s on a 2-core Zen 3 EPYC, compiling
+# 641 s against 798 s, though the tests whose programs run long took longer (the CNN's 16 s ->
+# 25-35 s; docs/benchmarks.md). Tests of a compilation at -O3 ask for it (compiler_options).
 for flag in ("--xla_cpu_use_fusion_emitters=false", "--xla_backend_optimization_level=1"):
     if flag.split("=")[0] not in os.environ.get("XLA_FLAGS", ""):
         os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + flag).strip()
