@@ -104,10 +104,11 @@ def column_keys(key: jax.Array, factors: Sequence[tuple[int, int, int]]) -> list
     factor), which is integer arithmetic, hence exact, and makes a network's initial draws
     compile faster (docs/benchmarks.md)."""
     sizes = [p for _, _, p in factors]
-    index = lambda values: jnp.asarray(np.repeat(np.asarray(values, np.uint32), sizes))
-    keys = jax.vmap(lambda l: jax.random.fold_in(key, l))(index([l for l, _, _ in factors]))
-    keys = jax.vmap(jax.random.fold_in)(keys, index([f for _, f, _ in factors]))
-    keys = jax.vmap(jax.random.fold_in)(keys, jnp.asarray(np.concatenate([np.arange(p, dtype=np.uint32) for p in sizes] or [np.zeros(0, np.uint32)])))
+    layer, factor, mode = (jnp.asarray(np.concatenate(column).astype(np.uint32))
+                           for column in zip(*[(np.full(p, l), np.full(p, f), np.arange(p)) for l, f, p in factors]))
+    keys = jax.vmap(lambda l: jax.random.fold_in(key, l))(layer)
+    keys = jax.vmap(jax.random.fold_in)(keys, factor)
+    keys = jax.vmap(jax.random.fold_in)(keys, mode)
     return jnp.split(keys, np.cumsum(sizes)[:-1])
 
 
@@ -141,9 +142,13 @@ def mode_factors(key: jax.Array, layer: int, fan_in: int, features: int, p: int,
 
 def _mode_layers(key: jax.Array, layers: Sequence[tuple[int, int, int, int]], dtype) -> list[ModeLayer]:
     """:func:`mode_factors` of each ``(layer, fan_in, features, p)``, their keys derived together."""
-    keys = iter(column_keys(key, [(layer, factor, p) for layer, _, _, p in layers for factor in (_XI_HAT, _SIGMA, _XI)]))
-    return [ModeLayer(mode_columns(next(keys), fan_in, init_scale(fan_in), dtype), mode_columns(next(keys), 1, init_scale(fan_in), dtype)[0],
-                      mode_columns(next(keys), features, init_scale(fan_in), dtype)) for _, fan_in, features, _ in layers]
+    keys = column_keys(key, [(layer, factor, p) for layer, _, _, p in layers for factor in (_XI_HAT, _SIGMA, _XI)])
+    drawn = []
+    for i, (_, fan_in, features, _) in enumerate(layers):
+        xi_hat, sigma, xi, scale = *keys[3 * i:3 * i + 3], init_scale(fan_in)
+        drawn.append(ModeLayer(mode_columns(xi_hat, fan_in, scale, dtype), mode_columns(sigma, 1, scale, dtype)[0],
+                               mode_columns(xi, features, scale, dtype)))
+    return drawn
 
 
 def _init_mdl(key, spec: NetworkSpec, dtype) -> Params:
