@@ -135,7 +135,7 @@ def test_each_mode_column_is_drawn_from_its_own_key(dtype):
     """Column ``a`` of factor ``f`` of layer ``l`` is ``s_l * normal(fold_in(factor_key(key, l, f), a))``
     as drawn alone (the keys are derived for all factors at once), compiled or not. To the last
     bit but one: XLA folds ``s_l`` into the draw's own factor sqrt(2) in a program, not eagerly."""
-    from mdl_jax._methods import factor_key
+    from mdl_jax._methods import _SIGMA, _XI, _XI_HAT, factor_key
 
     widths, key = (9, 7, 3), jax.random.PRNGKey(11)
     spec = make_spec(widths, [2, 4], "mdl")
@@ -143,7 +143,7 @@ def test_each_mode_column_is_drawn_from_its_own_key(dtype):
         init = lambda k: mdl_jax.init_params(k, spec, dtype=jnp.dtype(dtype))
         for params in (init(key), jax.jit(init)(key)):
             for l, p in enumerate(spec.modes):
-                for factor, name, rows in ((0, "xi_hat", widths[l]), (1, "sigma", 1), (2, "xi", widths[l + 1])):
+                for factor, name, rows in ((_XI_HAT, "xi_hat", widths[l]), (_SIGMA, "sigma", 1), (_XI, "xi", widths[l + 1])):
                     for a in range(p):
                         alone = jax.random.normal(jax.random.fold_in(factor_key(key, l, factor), a), (rows,), jnp.dtype(dtype))
                         np.testing.assert_allclose(np.asarray(params[name][l]).reshape(rows, p)[:, a],
