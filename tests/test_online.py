@@ -88,6 +88,24 @@ def test_ode_is_the_mean_one_sample_update():
         assert jnp.all(jnp.abs(mean - field) < 5 * stderr + bias * eta2_scale + 1e-9)
 
 
+def test_assembled_jacobian_is_the_forward_mode_jacobian():
+    """``vector_field_jacobian`` (the solver's default) against ``jax.jacfwd`` of the flattened
+    field, with m != k and a learning-rate schedule read in both of its bins."""
+    from jax.flatten_util import ravel_pytree
+
+    m, k, d = 3, 5, 40
+    w, w_star = (jax.random.normal(jax.random.PRNGKey(s), (n, d), jnp.float64) for s, n in ((11, m), (12, k)))
+    op = online.order_parameters(w, w_star)
+    a = 0.5 * jnp.eye(m) + 0.1
+    args = online.OdeArgs(op.P, a, jnp.asarray([1.0, 3.0]), jnp.asarray([0.0, 1.0, 10.0]))
+    flat, unravel = ravel_pytree((op.Q, op.M))
+    for t in (0.5, 2.0):
+        forward = jax.jacfwd(lambda y: ravel_pytree(online.vector_field(t, unravel(y), args))[0])(flat)
+        assembled = online.vector_field_jacobian(t, (op.Q, op.M), args)
+        assert assembled.shape == (m * m + m * k, m * m + m * k)
+        np.testing.assert_allclose(assembled, forward, rtol=1e-12, atol=1e-14 * float(jnp.abs(forward).max()))
+
+
 def _setup(d=100, alpha=1.0, k=8, seed=0):
     p = online.modes_for_load(alpha, d)
     teacher, student = online.init_teacher_student(jax.random.PRNGKey(seed), d, p, k, dtype=jnp.float64)

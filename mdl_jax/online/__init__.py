@@ -36,6 +36,7 @@ from mdl_jax.online.ode import (
     solve_each as solve_each,
     solve_ode as solve_ode,
     vector_field as vector_field,
+    vector_field_jacobian as vector_field_jacobian,
 )
 from mdl_jax.online.simulate import (
     simulate_runs as simulate_runs,

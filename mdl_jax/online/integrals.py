@@ -51,6 +51,35 @@ def _output_weights(m: int, k: int, dtype) -> jax.Array:
     return jnp.concatenate([jnp.full(m, 1.0 / m, dtype), jnp.full(k, -1.0 / k, dtype)])
 
 
+def _expectation_terms(at, m: int, k: int, dtype) -> tuple[jax.Array, jax.Array]:
+    """``E[delta u]`` (``m x (m+k)``) and the upper triangle of ``E[delta delta]`` (``m(m+1)/2``)
+    from a reader ``at(o, a, b)`` of the covariance entry ``(a, b)`` as output ``o`` sees it
+    (``o`` numbers the entries of ``E[delta u]``, row-major, then those of the triangle)."""
+    n = m + k
+    v = _output_weights(m, k, dtype)
+    # I3[i, j, c] with (1, 2, 3) = (student i, any field j, any field c)
+    i, j, f = np.ogrid[:m, :n, :n]
+    o = i * n + j
+    e_delta_u = i3(at(o, i, i), at(o, i, j), at(o, i, f), at(o, j, f), at(o, f, f)) @ v / m
+    # I4[i, j, c, e] with (1, 2, 3, 4) = (student i, student j, field c, field e), i <= j and c <= e
+    rows, cols = np.triu_indices(m)
+    first, second = np.triu_indices(n)
+    i, j, f, e = rows[:, None], cols[:, None], first[None, :], second[None, :]
+    o = m * n + np.arange(len(rows))[:, None]
+    i4_upper = i4(at(o, i, i), at(o, i, j), at(o, i, f), at(o, i, e), at(o, j, j), at(o, j, f), at(o, j, e), at(o, f, f),
+                  at(o, f, e), at(o, e, e))
+    weights = v[first] * v[second] * np.where(first == second, 1.0, 2.0)
+    return e_delta_u, i4_upper @ weights / m**2
+
+
+def _symmetric(upper: jax.Array, m: int) -> jax.Array:
+    """The symmetric ``m x m`` matrix of an upper triangle laid along the leading axis (further axes kept)."""
+    rows, cols = np.triu_indices(m)
+    index = np.zeros((m, m), int)
+    index[rows, cols] = index[cols, rows] = np.arange(len(rows))
+    return upper[index]
+
+
 def expectations(op: OrderParameters) -> tuple[jax.Array, jax.Array]:
     """``E[delta_i u_j]`` (``m x (m+k)``, fields ``u = (lambda, lambda*)``) and ``E[delta_i delta_j]``.
 
@@ -61,20 +90,25 @@ def expectations(op: OrderParameters) -> tuple[jax.Array, jax.Array]:
     """
     m, k = op.M.shape
     c = covariance(op)
-    v = _output_weights(m, k, c.dtype)
-    diag = jnp.diag(c)
-    s = slice(0, m)
-    # I3[i, j, c] with (1, 2, 3) = (student i, any field j, any field c)
-    i3_all = i3(diag[s][:, None, None], c[s][:, :, None], c[s][:, None, :], c[None, :, :], diag[None, None, :])
-    e_delta_u = jnp.einsum("ijc,c->ij", i3_all, v) / m
-    # I4[i, j, c, e] with (1, 2, 3, 4) = (student i, student j, field c, field e), i <= j and c <= e
-    rows, cols = np.triu_indices(m)
-    first, second = np.triu_indices(m + k)
-    i, j, f, e = rows[:, None], cols[:, None], first[None, :], second[None, :]
-    i4_upper = i4(diag[i], c[i, j], c[i, f], c[i, e], diag[j], c[j, f], c[j, e], diag[f], c[f, e], diag[e])
-    weights = v[first] * v[second] * np.where(first == second, 1.0, 2.0)
-    upper = jnp.zeros((m, m), c.dtype).at[rows, cols].set(i4_upper @ weights / m**2)
-    return e_delta_u, upper + jnp.triu(upper, 1).T
+    e_delta_u, upper = _expectation_terms(lambda o, a, b: c[a, b], m, k, c.dtype)
+    return e_delta_u, _symmetric(upper, m)
+
+
+def expectations_jacobian(op: OrderParameters) -> tuple[jax.Array, jax.Array]:
+    """The derivatives of :func:`expectations` by every covariance entry ``C[a, b]`` (the entries
+    taken as independent): ``m x (m+k) x n x n`` and ``m x m x n x n`` with ``n = m + k``.
+
+    One reverse pass gives them all: each expectation reads its own copy of the covariance, so
+    the gradient of their sum with respect to the copies is the Jacobian, every ``I3`` and
+    ``I4`` term differentiated once by its five or ten entries and scattered into its own
+    output's copy, where ``jax.jacfwd`` would carry every entry of ``Q, M`` through every term."""
+    m, k = op.M.shape
+    n = m + k
+    c = covariance(op)
+    copies = jnp.broadcast_to(c, (m * n + m * (m + 1) // 2, n, n))
+    total = lambda cs: sum(jnp.sum(x) for x in _expectation_terms(lambda o, a, b: cs[o, a, b], m, k, c.dtype))
+    d = jax.grad(total)(copies)
+    return d[: m * n].reshape(m, n, n, n), _symmetric(d[m * n :], m)
 
 
 def generalisation_error(op: OrderParameters) -> jax.Array:
