@@ -109,8 +109,8 @@ class Rosenbrock23(diffrax.AbstractAdaptiveSolver):
     ``jax.jacfwd`` of the flattened vector field (:func:`solve_ode` passes
     :func:`vector_field_jacobian`). That, and steps not bound by stability, suit the stiff late
     phase of Fig. 4's dynamics (``benchmarks/ode.py --table`` measures it against the
-    Runge-Kutta schemes). Dense output: cubic Hermite. For
-    autonomous vector fields only (as the mean-field ODE): every stage sees the step's start time.
+    Runge-Kutta schemes). Dense output: cubic Hermite. For autonomous vector fields only (as
+    the mean-field ODE): every stage sees the step's start time.
     """
 
     jacobian_every: int = eqx.field(static=True, default=10)
