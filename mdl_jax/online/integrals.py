@@ -96,22 +96,26 @@ def expectations(op: OrderParameters) -> tuple[jax.Array, jax.Array]:
     return e_delta_u, _symmetric(upper, m)
 
 
-def expectations_jacobian(op: OrderParameters) -> tuple[jax.Array, jax.Array]:
-    """The derivatives of :func:`expectations` by every covariance entry ``C[a, b]`` (the entries
-    taken as independent): ``m x (m+k) x n x n`` and ``m x m x n x n`` with ``n = m + k``.
+def expectations_jacobian(op: OrderParameters) -> tuple[tuple[jax.Array, jax.Array], tuple[jax.Array, jax.Array]]:
+    """The derivatives of :func:`expectations` by ``Q`` and ``M`` (every entry taken as
+    independent): ``(d E[delta u] / dQ, d E[delta u] / dM)`` of shapes ``m x (m+k) x m x m`` and
+    ``m x (m+k) x m x k``, and ``(d E[delta delta] / dQ, d E[delta delta] / dM)``, ``m x m x ...``.
 
-    One reverse pass gives them all: each expectation reads its own copy of the covariance, so
-    the gradient of their sum with respect to the copies is the Jacobian, every ``I3`` and
-    ``I4`` term differentiated once by its five or ten entries and scattered into its own
-    output's copy, where ``jax.jacfwd`` would carry every entry of ``Q, M`` through every term."""
+    One reverse pass gives them all: each expectation reads its own copy of ``Q, M`` (through
+    its own covariance), so the gradient of their sum with respect to the copies is the
+    Jacobian, every ``I3`` and ``I4`` term differentiated once by its five or ten entries,
+    where ``jax.jacfwd`` would carry every entry of ``Q, M`` through every term."""
     m, k = op.M.shape
-    n = m + k
-    c = covariance(op)
-    copies = jnp.broadcast_to(c, (m * n + m * (m + 1) // 2, n, n))
-    terms = lambda cs: _expectation_terms(lambda o, a, b: cs[o, a, b], lambda o, a: cs[o, a, a], m, k, c.dtype)
-    total = lambda cs: sum(jnp.sum(x) for x in terms(cs))
-    d = jax.grad(total)(copies)
-    return d[: m * n].reshape(m, n, n, n), _symmetric(d[m * n :], m)
+    n, outputs = m + k, m * (m + k) + m * (m + 1) // 2
+    copies = jax.tree.map(lambda x: jnp.broadcast_to(x, (outputs, *x.shape)), (op.Q, op.M))
+
+    def total(copies):
+        cs = jax.vmap(lambda q, mm: covariance(OrderParameters(q, mm, op.P)))(*copies)
+        return sum(jnp.sum(x) for x in _expectation_terms(lambda o, a, b: cs[o, a, b], lambda o, a: cs[o, a, a], m, k, cs.dtype))
+
+    split = lambda d: (d[: m * n].reshape(m, n, *d.shape[1:]), _symmetric(d[m * n :], m))
+    (u_q, dd_q), (u_m, dd_m) = (split(d) for d in jax.grad(total)(copies))
+    return (u_q, u_m), (dd_q, dd_m)
 
 
 def generalisation_error(op: OrderParameters) -> jax.Array:

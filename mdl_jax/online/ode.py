@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
-from mdl_jax.online.committee import OrderParameters, covariance
+from mdl_jax.online.committee import OrderParameters
 from mdl_jax.online.integrals import expectations, expectations_jacobian, generalisation_error
 
 
@@ -69,19 +69,16 @@ def _updates(e_delta_u: jax.Array, e_delta_delta: jax.Array, A: jax.Array, eta: 
 
 def vector_field_jacobian(t, y: tuple[jax.Array, jax.Array], args: OdeArgs) -> jax.Array:
     """The Jacobian of :func:`vector_field` in the flattened state ``(Q, M)`` (as
-    ``jax.flatten_util.ravel_pytree`` orders it): the expectations' derivatives by the
-    covariance (:func:`~mdl_jax.online.integrals.expectations_jacobian`, one reverse pass),
-    carried to ``Q, M`` through the covariance's transpose and to the field through its linear
-    map. Equal to ``jax.jacfwd`` of the flattened field up to rounding (5.6e-17 at m = k = 8, d = 100),
-    and 5x faster there (``docs/benchmarks.md``)."""
+    ``jax.flatten_util.ravel_pytree`` orders it): the expectations' derivatives by ``Q, M``
+    (:func:`~mdl_jax.online.integrals.expectations_jacobian`, one reverse pass) carried to the
+    field through its linear map. Equal to ``jax.jacfwd`` of the flattened field up to rounding
+    (5.6e-17 at m = k = 8, d = 100), and 5x faster there (``docs/benchmarks.md``)."""
     Q, M = y
-    m, k = M.shape
-    d_delta_u, d_delta_delta = expectations_jacobian(OrderParameters(Q, M, args.P))
-    _, pull = jax.vjp(lambda q, mm: covariance(OrderParameters(q, mm, args.P)), Q, M)
-    by_state = lambda d: jax.vmap(lambda x: ravel_pytree(pull(x))[0])(d.reshape(-1, m + k, m + k))  # (outputs, m m + m k)
+    by_state = lambda d_q, d_m: jnp.concatenate([d_q.reshape(*d_q.shape[:2], -1), d_m.reshape(*d_m.shape[:2], -1)], axis=-1)
+    d_delta_u, d_delta_delta = (by_state(*d) for d in expectations_jacobian(OrderParameters(Q, M, args.P)))
     updates = jax.vmap(functools.partial(_updates, A=args.A, eta=learning_rate(t, args)), in_axes=-1, out_axes=-1)
-    dq, dm = updates(by_state(d_delta_u).reshape(m, m + k, -1), by_state(d_delta_delta).reshape(m, m, -1))
-    return jnp.concatenate([dq.reshape(m * m, -1), dm.reshape(m * k, -1)])
+    dq, dm = updates(d_delta_u, d_delta_delta)
+    return jnp.concatenate([dq.reshape(-1, dq.shape[-1]), dm.reshape(-1, dm.shape[-1])])
 
 
 class OdeSolution(NamedTuple):
