@@ -26,6 +26,7 @@ def test_fig4_tiny(tmp_path, capsys):
     results = fig4.run(settings, tmp_path)
     assert {p.name for p in tmp_path.iterdir()} >= {"fig4.png", "fig4.pdf", "results.json", "config.json", "d40.npz", "d60.npz",
                                                     "plateau_ode.npz"}
+    assert np.load(tmp_path / "d40.npz")["1_eps_ode"].dtype == np.float64  # the ODE in the settings' dtype, whatever thread solved it
     progress = capsys.readouterr().out
     assert "fig4: d = 40 (1/2), alpha = 1, 5 teachers x 2 seeds" in progress and "fig4: d = 60 done in" in progress
     again = fig4.run(settings, tmp_path, plot=False)  # as a resumed run: every dimension is read back, not recomputed

@@ -351,6 +351,19 @@ ts = online.log_times(20.0, 6)
 def no_ode(setups, *args):  # the simulation is what is sharded: the ODE beside it is replaced by zeros of its shapes
     n = sum(len(teachers.sigma) for _, teachers, _ in setups.values())
     return online.OdeSolution(ts, None, np.zeros((n, len(ts), 1, 1)), np.zeros((n, len(ts))), np.zeros(n, np.int32))
+setups = compare.teacher_student_groups([(40, 1.0)], hidden=2, teachers=3, seed=3)
+(_, teachers, students), = setups.values()
+ops = jax.vmap(lambda t, s: online.order_parameters(s.weights(), t.weights()))(teachers, students)
+couplings = jax.vmap(online.mode_coupling)(students)
+each = online.solve_each(ops, couplings, 5.0, ts)  # three members over two devices, each fed by its own thread
+turned = online.solve_each(jax.tree.map(lambda a: a[::-1], ops), couplings[::-1], 5.0, ts)  # members 0 and 2 change devices
+order_diff = float(np.max(np.abs(np.asarray(turned.eps_g[::-1]) - np.asarray(each.eps_g))))
+members_differ = min(float(np.max(np.abs(each.eps_g[i] - each.eps_g[j]))) for i, j in ((0, 1), (0, 2), (1, 2)))
+try:
+    online.solve_each(ops, couplings, 5.0, ts, max_steps=3)
+    failed = ""
+except Exception as error:  # raised in a device's thread, re-raised here
+    failed = str(error)
 compare._theory = no_ode
 run = lambda common: np.stack([c.eps_sim for c in online.theory_vs_simulation(
     [(40, 1.0), (40, 2.0)], ts, hidden=4, eta=5.0, seeds=4, n_test=500, teachers=2, common_inputs=common)])
@@ -358,7 +371,8 @@ sharded = [run(True), run(False)]
 spread = len(compare._shard_seeds(jax.numpy.zeros((4, 2), jax.numpy.uint32)).sharding.device_set)
 compare._shard_seeds = lambda keys, axis=0: keys
 alone = [run(True), run(False)]
-print(json.dumps({"devices": spread, "max_rel_diff": max(float(np.max(np.abs(a - b) / np.abs(b))) for a, b in zip(sharded, alone)),
+print(json.dumps({"devices": spread, "order_diff": order_diff, "members_differ": members_differ, "failed": failed,
+                  "max_rel_diff": max(float(np.max(np.abs(a - b) / np.abs(b))) for a, b in zip(sharded, alone)),
                   "shapes": [a.shape for a in alone], "modes_differ": bool(np.all(alone[0][0] != alone[0][1])),
                   "common_differs": bool(np.all(alone[0][:, :, :, 1:] != alone[1][:, :, :, 1:]))}))
 """
@@ -366,7 +380,9 @@ print(json.dumps({"devices": spread, "max_rel_diff": max(float(np.max(np.abs(a -
 
 def test_simulation_sharded_over_cpu_devices_matches_one_device():
     """Two CPU devices (a subprocess: the device count is fixed at start-up) share the seeds, with
-    inputs common to every teacher and mode load at one d and with a stream per teacher."""
+    inputs common to every teacher and mode load at one d and with a stream per teacher; and
+    ``solve_each``'s ODE solves (a thread per device) come back in the members' order whichever
+    device solved them, and a failed one raises."""
     import json, os, subprocess, sys
 
     result = subprocess.run([sys.executable, "-c", SHARDED_SIMULATION], capture_output=True, text=True, timeout=600,
@@ -375,6 +391,8 @@ def test_simulation_sharded_over_cpu_devices_matches_one_device():
     out = json.loads(result.stdout.strip().splitlines()[-1])
     assert out["devices"] == 2 and out["max_rel_diff"] < 1e-9
     assert out["shapes"] == [[2, 2, 4, 6]] * 2 and out["modes_differ"] and out["common_differs"]
+    assert out["order_diff"] == 0 and out["members_differ"] > 1e-3  # each member's solve, in the members' order, on either device
+    assert "maximum number of solver steps was reached" in out["failed"]
 
 
 def test_a_designed_schedule_beats_the_best_constant_rate_in_theory_and_in_simulation():

@@ -21,6 +21,7 @@ with Gaussian expectations over fields of covariance ``[[Q, M], [M^T, P]]`` in c
 
 from __future__ import annotations
 
+import concurrent.futures
 import functools
 import math
 from collections.abc import Callable
@@ -227,11 +228,25 @@ def solve_each(op0: OrderParameters, A: jax.Array, eta: float | jax.Array, ts: j
     through one compiled solve, spread round-robin over the local devices (one CPU device per
     core solves its share in parallel). A vmapped adaptive solve would advance every member in
     lockstep at the pace of the stiffest, costing the batch size times its steps. ``eta`` and
-    ``eta_edges``: a rate, or a schedule, as :func:`solve_ode` takes them."""
+    ``eta_edges``: a rate, or a schedule, as :func:`solve_ode` takes them.
+
+    Each device is fed from its own thread, in the caller's precision (``jax.enable_x64`` holds
+    per thread): Diffrax checks its save times at run time through host callbacks, and a CPU
+    program that holds one returns only when it has run, so solves dispatched from one thread
+    would run one after the other (docs/benchmarks.md)."""
     solve = _compiled_solve(tuple(sorted(solve_kwargs.items())))
     devices = jax.local_devices()
     eta, ts = jnp.asarray(eta, A.dtype), jnp.asarray(ts)
     edges = None if eta_edges is None else jnp.asarray(eta_edges, A.dtype)
-    solutions = [solve(*jax.device_put(jax.tree.map(lambda x: x[i], (op0, A)) + (eta, ts, edges), devices[i % len(devices)]))
-                 for i in range(A.shape[0])]  # dispatched asynchronously, gathered below
-    return jax.tree.map(lambda *leaves: jnp.stack([jax.device_get(x) for x in leaves]), *solutions)
+
+    x64 = jax.config.jax_enable_x64  # JAX's precision is set per thread (jax.enable_x64): the workers take the caller's
+
+    def share(k: int) -> list[OdeSolution]:  # members k, k + devices, ... on device k, in turn
+        with jax.enable_x64(x64):
+            return [jax.device_get(solve(*jax.device_put(jax.tree.map(lambda x: x[i], (op0, A)) + (eta, ts, edges), devices[k])))
+                    for i in range(k, A.shape[0], len(devices))]
+
+    with concurrent.futures.ThreadPoolExecutor(len(devices)) as pool:
+        shares = list(pool.map(share, range(len(devices))))
+    solutions = [shares[i % len(devices)][i // len(devices)] for i in range(A.shape[0])]
+    return jax.tree.map(lambda *leaves: jnp.stack(leaves), *solutions)
