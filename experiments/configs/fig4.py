@@ -3,9 +3,9 @@
 Command (full: t <= 1e5, 5 teachers x 8 seeds per configuration, d = 30-200 at alpha = 1,
 alpha = 0.5-4 at d = 100, eps_g on a fixed set of 1e5 test samples)::
 
-    python -m experiments.fig4 --out runs/fig4          # 730 s on 2 CPU cores with panel (c)'s 24 teachers per alpha
-                                                        # (ODE, 194 s of it; 2026-12-06); 1,026 s on slower
-                                                        # cores, panel (c) 169 s (2026-12-07)
+    python -m experiments.fig4 --out runs/fig4          # 595 s on 2 CPU cores (AVX-512) with panel (c)'s 24 teachers
+                                                        # per alpha (ODE, 82 s of it; 2026-12-07); 1,026 s on
+                                                        # slower cores, before the ODE solves ran on both at once
 
 Expected (docs/results.md): up to t = 100 the gap to the ODE is 0.009-0.295 per teacher for
 d >= 50, 0.94-2.36 seed standard errors; over 24 teachers per alpha at d = 100, the share of
