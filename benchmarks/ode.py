@@ -26,7 +26,8 @@ Setting: d = 100, alpha = 1 (p = 4), m = k = 8, eta = 5, horizon t = 1e5.
 * ``full_fig4_s``: the full Fig. 4 (``experiments/configs/fig4.py``), extrapolated from measured
   parts: each dimension's simulation at the rate measured over t <= ``--sim-t``, its test
   evaluations (``n_times`` on the fixed set of ``n_test`` samples) at their measured cost, and
-  the ODE solves of each dimension to the full horizon, measured (``full_fig4_parts``).
+  the ODE solves of each dimension to the full horizon, measured, and panel (c)'s ODE solves
+  (``plateau_teachers`` per alpha), measured (``full_fig4_parts``).
 numba is a benchmark-only dependency (``pip install numba``).
 """
 
@@ -131,7 +132,7 @@ def solver_table(op0, a, eta, ts, tolerances=(1e-3, 1e-4, 1e-5, 1e-6, 3e-7, 1e-7
 
 
 def full_fig4(s: Fig4Settings, stretch_t: float) -> tuple[float, dict]:
-    """(samples/s of the d = 100 program, the full Fig. 4's time per dimension), from measured parts."""
+    """(samples/s of the d = 100 program, the full Fig. 4's time per dimension and panel (c)'s ODE), from measured parts."""
     configs = [(d, s.panel_a_alpha) for d in s.panel_a_d] + [(s.panel_b_d, alpha) for alpha in s.panel_b_alpha]
     setups = online.teacher_student_groups(configs, hidden=s.hidden, teachers=s.teachers, seed=s.seed, dtype=jnp.dtype(s.dtype))
     keys = _shard_seeds(jax.random.split(jax.random.PRNGKey(1), s.seeds))
@@ -159,6 +160,14 @@ def full_fig4(s: Fig4Settings, stretch_t: float) -> tuple[float, dict]:
         parts[d] = {"runs": runs, "samples_per_s": rate, "simulation_s": sim_s, "test_evaluation_s": test_s,
                     "ode_s": ode_s, "total_s": sim_s + s.n_times * test_s + ode_s}
         print(d, parts[d], file=sys.stderr, flush=True)  # progress: stdout holds only the results
+    if s.plateau_teachers:  # panel (c): the ODE alone over many teachers per alpha, compiled and run once, as the figure does
+        start = time.perf_counter()
+        plateau_ts = online.log_times(s.t_max, s.plateau_n_times, t_min=s.t_min)
+        online.theory_only([(s.panel_b_d, alpha) for alpha in s.panel_b_alpha], plateau_ts, hidden=s.hidden, eta=s.eta,
+                           teachers=s.plateau_teachers, seed=s.seed,
+                           redraw_above=0.01 if s.redraw_student else None, solver=s.ode_solver, dtype=jnp.dtype(s.dtype))
+        parts["panel_c"] = {"ode_solves": s.plateau_teachers * len(s.panel_b_alpha), "total_s": time.perf_counter() - start}
+        print("panel (c)", parts["panel_c"], file=sys.stderr, flush=True)
     return parts[s.panel_b_d]["samples_per_s"], parts
 
 
