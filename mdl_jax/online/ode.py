@@ -241,12 +241,15 @@ def solve_each(op0: OrderParameters, A: jax.Array, eta: float | jax.Array, ts: j
 
     x64 = jax.config.jax_enable_x64  # JAX's precision is set per thread (jax.enable_x64): the workers take the caller's
 
-    def share(k: int) -> list[OdeSolution]:  # members k, k + devices, ... on device k, in turn
+    def member(i: int) -> OdeSolution:
         with jax.enable_x64(x64):
-            return [jax.device_get(solve(*jax.device_put(jax.tree.map(lambda x: x[i], (op0, A)) + (eta, ts, edges), devices[k])))
-                    for i in range(k, A.shape[0], len(devices))]
+            inputs = jax.tree.map(lambda x: x[i], (op0, A)) + (eta, ts, edges)
+            return jax.device_get(solve(*jax.device_put(inputs, devices[i % len(devices)])))
 
-    with concurrent.futures.ThreadPoolExecutor(len(devices)) as pool:
-        shares = list(pool.map(share, range(len(devices))))
-    solutions = [shares[i % len(devices)][i // len(devices)] for i in range(A.shape[0])]
+    queues = [concurrent.futures.ThreadPoolExecutor(1) for _ in devices]  # one per device: its members in turn
+    try:
+        solutions = [future.result() for future in [queues[i % len(devices)].submit(member, i) for i in range(A.shape[0])]]
+    finally:  # on a failure or Ctrl-C, the members not begun are dropped and nothing waits for those running
+        for queue in queues:
+            queue.shutdown(wait=False, cancel_futures=True)
     return jax.tree.map(lambda *leaves: jnp.stack(leaves), *solutions)
