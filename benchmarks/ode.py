@@ -52,6 +52,7 @@ jax.config.update("jax_num_cpu_devices", os.cpu_count() or 1)  # as experiments.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from experiments.configs.fig4 import Fig4Settings  # noqa: E402
+from experiments.fig4 import plateau_curves  # noqa: E402
 from mdl_jax import online  # noqa: E402
 from mdl_jax.online.simulate import _shard_seeds  # noqa: E402
 
@@ -162,10 +163,7 @@ def full_fig4(s: Fig4Settings, stretch_t: float) -> tuple[float, dict]:
         print(d, parts[d], file=sys.stderr, flush=True)  # progress: stdout holds only the results
     if s.plateau_teachers:  # panel (c): the ODE alone over many teachers per alpha, compiled and run once, as the figure does
         start = time.perf_counter()
-        plateau_ts = online.log_times(s.t_max, s.plateau_n_times, t_min=s.t_min)
-        online.theory_only([(s.panel_b_d, alpha) for alpha in s.panel_b_alpha], plateau_ts, hidden=s.hidden, eta=s.eta,
-                           teachers=s.plateau_teachers, seed=s.seed,
-                           redraw_above=0.01 if s.redraw_student else None, solver=s.ode_solver, dtype=jnp.dtype(s.dtype))
+        plateau_curves(s)
         parts["panel_c"] = {"ode_solves": s.plateau_teachers * len(s.panel_b_alpha), "total_s": time.perf_counter() - start}
         print("panel (c)", parts["panel_c"], file=sys.stderr, flush=True)
     return parts[s.panel_b_d]["samples_per_s"], parts

@@ -42,17 +42,23 @@ def compare_at(d: int, alphas: list[float], ts, s: Fig4Settings, out: Path) -> d
             for alpha in alphas}
 
 
+def plateau_curves(s: Fig4Settings) -> dict[str, np.ndarray]:
+    """Panel (c)'s ODE alone: ``eps_g`` ``(s.plateau_teachers, s.plateau_n_times)`` per alpha of
+    panel (b) (keyed ``f"{alpha:g}"``), its first teachers the simulated ones."""
+    ts = online.log_times(s.t_max, s.plateau_n_times, t_min=s.t_min)
+    eps = online.theory_only([(s.panel_b_d, a) for a in s.panel_b_alpha], ts, hidden=s.hidden, eta=s.eta, teachers=s.plateau_teachers,
+                             seed=s.seed, redraw_above=0.01 if s.redraw_student else None, solver=s.ode_solver, dtype=jnp.dtype(s.dtype))
+    return {f"{a:g}": e for a, e in zip(s.panel_b_alpha, eps)}
+
+
 def plateaus_over_teachers(s: Fig4Settings, out: Path) -> dict:
     """Panel (b)'s plateau statistics over ``s.plateau_teachers`` teachers per alpha, from the
     ODE alone on a grid of ``s.plateau_n_times`` times (stored in ``out/plateau_ode.npz``)."""
     ts = online.log_times(s.t_max, s.plateau_n_times, t_min=s.t_min)
-    alphas = list(s.panel_b_alpha)
 
     def compute():
         print(f"fig4: plateaus over {s.plateau_teachers} teachers per alpha at d = {s.panel_b_d} (ODE) ...", flush=True)
-        eps = online.theory_only([(s.panel_b_d, a) for a in alphas], ts, hidden=s.hidden, eta=s.eta, teachers=s.plateau_teachers,
-                                 seed=s.seed, redraw_above=0.01 if s.redraw_student else None, solver=s.ode_solver, dtype=jnp.dtype(s.dtype))
-        return {f"{a:g}": e for a, e in zip(alphas, eps)}
+        return plateau_curves(s)
 
     recipe = {k: v for k, v in dataclasses.asdict(s).items() if k not in ("onset_fraction", "no_plateau_decades")}
     curves = common.cached(out / "plateau_ode.npz", recipe, compute)
